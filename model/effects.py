@@ -1,0 +1,87 @@
+"""The image domains of the experts: dark, motion blur and low resolution.
+
+Defaults are the fork's parameters (REFERENCE section 7). Images are BGR uint8 arrays.
+The same functions make the evaluation sets, the experts' training input and the domain
+classifier's classes, so all three see the same domains.
+"""
+import copy
+
+import cv2
+import numpy as np
+
+DARK_FACTOR = 0.5          # PIL ImageEnhance.Brightness(0.5)
+BLUR_LENGTH = 30           # horizontal box blur, 30 px
+RESOLUTION_FACTOR = 0.5    # (w // 2, h // 2), bilinear, not upscaled back
+
+
+def darken(image, factor=DARK_FACTOR):
+    """Brightness x factor, rounded like PIL's Brightness enhancer (a blend with black)."""
+    return np.clip(np.rint(image.astype(np.float32) * factor), 0, 255).astype(np.uint8)
+
+
+def motion_blur_kernel(length=BLUR_LENGTH):
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2, :] = 1.0 / length
+    return kernel
+
+
+def motion_blur(image, length=BLUR_LENGTH):
+    """Horizontal motion blur: every pixel becomes the mean of `length` pixels of its row."""
+    return cv2.filter2D(image, -1, motion_blur_kernel(length))
+
+
+def low_resolution_size(width, height, factor=RESOLUTION_FACTOR):
+    return max(1, int(width * factor)), max(1, int(height * factor))
+
+
+def low_resolution(image, factor=RESOLUTION_FACTOR):
+    w, h = low_resolution_size(image.shape[1], image.shape[0], factor)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+# Effects that keep the image geometry; the experts train on these.
+PIXEL_EFFECTS = {"": lambda image: image, "_dark": darken, "_motion_blur": motion_blur}
+ALL_EFFECTS = dict(PIXEL_EFFECTS, _resolution=low_resolution)
+
+
+def apply_effect(image, effect):
+    try:
+        return ALL_EFFECTS[effect](image)
+    except KeyError:
+        raise ValueError(f"unknown effect {effect!r}; choose from {sorted(ALL_EFFECTS)}") from None
+
+
+def scale_annotation(ann, sx, sy, new_height=None, new_width=None):
+    """Copy of a COCO annotation with keypoints, bbox, area and segmentation scaled.
+
+    Coordinates are COCO's continuous pixel coordinates, so scaling is x * sx. Unlabelled
+    keypoints (v = 0) stay at (0, 0). Crowd RLEs are decoded, resized (nearest) and
+    re-encoded at the new image size, which must then be given."""
+    out = copy.deepcopy(ann)
+    if "keypoints" in out:
+        kp = np.asarray(out["keypoints"], np.float64).reshape(-1, 3)
+        labelled = kp[:, 2] > 0
+        kp[labelled, 0] *= sx
+        kp[labelled, 1] *= sy
+        out["keypoints"] = [round(float(v), 2) for v in kp.ravel()]
+    if "bbox" in out:
+        x, y, w, h = out["bbox"]
+        out["bbox"] = [x * sx, y * sy, w * sx, h * sy]
+    if "area" in out:
+        out["area"] = float(out["area"]) * sx * sy
+    seg = out.get("segmentation")
+    if isinstance(seg, list):
+        out["segmentation"] = [
+            (np.asarray(poly, np.float64).reshape(-1, 2) * (sx, sy)).ravel().tolist()
+            for poly in seg]
+    elif isinstance(seg, dict):
+        from pycocotools import mask as mask_utils
+        if new_height is None or new_width is None:
+            raise ValueError("resizing an RLE segmentation needs the new image size")
+        rle = mask_utils.frPyObjects(seg, *seg["size"]) if isinstance(seg["counts"], list) else seg
+        m = mask_utils.decode(rle)
+        m = cv2.resize(m, (new_width, new_height), interpolation=cv2.INTER_NEAREST)
+        enc = mask_utils.encode(np.asfortranarray(m))
+        out["segmentation"] = {"size": [new_height, new_width],
+                               "counts": enc["counts"].decode("ascii")}
+    return out
