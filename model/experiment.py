@@ -1,0 +1,75 @@
+"""A minimal resumable step runner for run_experiment.py.
+
+Each step is a command line of one of the project's scripts (exactly what a user would type)
+and the files that prove it finished. A finished step leaves a marker with its command; a
+rerun skips a step whose marker matches the command and whose outputs all exist."""
+import json
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model import files
+from model.cli import UserError
+
+log = logging.getLogger("experiment")
+
+
+@dataclass
+class Step:
+    name: str
+    command: list                      # argv; "python" is replaced by this interpreter
+    outputs: list = field(default_factory=list)
+
+    def argv(self):
+        return [sys.executable if a == "python" else str(a) for a in self.command]
+
+
+class Runner:
+    def __init__(self, marker_dir, force=False):
+        self.marker_dir = Path(marker_dir)
+        self.force = force
+        self.timings = []              # (step name, seconds, "ran" | "skipped")
+
+    def _marker(self, step):
+        return self.marker_dir / f"{step.name}.json"
+
+    def is_done(self, step):
+        marker = self._marker(step)
+        if self.force or not marker.is_file():
+            return False
+        try:
+            recorded = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            return False
+        return (recorded.get("command") == [str(a) for a in step.command]
+                and all(Path(p).exists() for p in step.outputs))
+
+    def run(self, step, index, total):
+        prefix = f"[{index}/{total}] {step.name}"
+        if self.is_done(step):
+            log.info("%s: already complete, skipped", prefix)
+            self.timings.append((step.name, 0.0, "skipped"))
+            return
+        log.info("%s: %s", prefix, shlex.join(step.argv()))
+        start = time.time()
+        result = subprocess.run(step.argv())
+        seconds = time.time() - start
+        if result.returncode != 0:
+            raise UserError(f"step '{step.name}' failed (exit {result.returncode}); "
+                            f"fix the cause and rerun: finished steps are skipped")
+        missing = [str(p) for p in step.outputs if not Path(p).exists()]
+        if missing:
+            raise UserError(f"step '{step.name}' finished but did not write {missing[0]}")
+        files.write_json(self._marker(step), {"command": [str(a) for a in step.command],
+                                              "seconds": round(seconds, 1)})
+        self.timings.append((step.name, seconds, "ran"))
+        log.info("%s: done in %.1f s", prefix, seconds)
+
+    def run_all(self, steps):
+        for i, step in enumerate(steps, 1):
+            self.run(step, i, len(steps))
+        return self.timings

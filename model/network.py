@@ -1,0 +1,482 @@
+"""The VGG-PAF network of CMU's COCO model (REFERENCE section 2), in Keras 3, by configuration.
+
+One layer plan (`layer_plan(config)`) describes the network: the Keras builder, the Caffe
+deploy-prototxt writer (model.caffe) and the caffemodel converter all walk it, so the three
+cannot disagree on names, shapes or the order of the stage inputs.
+
+Layer names are those of the public Keras reproductions (conv1_1 ... conv4_2, conv4_3_CPM,
+conv4_4_CPM, Mconv1..5_stage1_L1/L2, Mconv1..7_stage{k}_L1/L2): their released weight files
+load by name. L1 is the PAF branch (38 channels), L2 the heatmap branch (19 channels).
+
+Input: BGR images, float32 in 0..255, normalised inside the model as x/256 - 0.5 by a
+Rescaling layer (not a Lambda), so saved models load in Keras' safe mode. Output stride 8.
+
+Keras/TensorFlow are imported inside the functions that need them: the layer plan and the
+configurations are used by tools (prototxt writer, converter checks) that should not pay for
+importing TensorFlow.
+"""
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model import paths, skeleton
+from model.cli import UserError
+from model.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+STRIDE = 8
+NUM_PAF = skeleton.NUM_PAFS          # 38, branch L1
+NUM_HEATMAP = skeleton.NUM_HEATMAPS  # 19, branch L2
+BRANCH_OUTPUTS = {1: NUM_PAF, 2: NUM_HEATMAP}
+INIT_STD = 0.01
+
+# Keras' ImageNet VGG19 weights ("caffe" preprocessing: BGR, mean subtracted, 0..255 scale).
+VGG19_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+# Our backbone layer -> the layer of Keras' VGG19 whose weights it takes.
+VGG19_LAYERS = {
+    "conv1_1": "block1_conv1", "conv1_2": "block1_conv2",
+    "conv2_1": "block2_conv1", "conv2_2": "block2_conv2",
+    "conv3_1": "block3_conv1", "conv3_2": "block3_conv2",
+    "conv3_3": "block3_conv3", "conv3_4": "block3_conv4",
+    "conv4_1": "block4_conv1", "conv4_2": "block4_conv2",
+}
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    """A network configuration. `width` multiplies every hidden channel count (not the
+    38/19 outputs); `input_size` is the square training crop; `stage_kernel` is the kernel of
+    the five spatial convolutions of stages 2.."""
+    name: str
+    num_stages: int = 6
+    width: float = 1.0
+    input_size: int = 368
+    stage_kernel: int = 7
+
+    def __post_init__(self):
+        if self.num_stages < 1:
+            raise ValueError(f"num_stages must be >= 1, got {self.num_stages}")
+        if not self.width > 0:
+            raise ValueError(f"width must be > 0, got {self.width}")
+        if self.input_size <= 0 or self.input_size % STRIDE:
+            raise ValueError(f"input_size must be a positive multiple of {STRIDE}, "
+                             f"got {self.input_size}")
+        if self.stage_kernel < 1 or self.stage_kernel % 2 == 0:
+            raise ValueError(f"stage_kernel must be odd, got {self.stage_kernel}")
+
+    @property
+    def output_size(self):
+        return self.input_size // STRIDE
+
+    def channels(self, full):
+        """Channel count of a layer that has `full` channels in the full model."""
+        return max(1, int(round(full * self.width)))
+
+
+CONFIGS = {
+    # CMU's COCO model exactly: 52,311,446 parameters.
+    "full": PoseConfig("full"),
+    # Same code, a quarter of the channels, three stages, 184 px crops (23x23 maps): the
+    # whole pipeline trains on a 2-core CPU in minutes; keeps stride 8, both branches,
+    # the 7x7 refinement stages and the stage-input concatenation.
+    "small": PoseConfig("small", num_stages=3, width=0.25, input_size=184),
+}
+
+
+def get_config(config):
+    """A PoseConfig from a name of CONFIGS or a PoseConfig (returned as is)."""
+    if isinstance(config, PoseConfig):
+        return config
+    if isinstance(config, str) and config in CONFIGS:
+        return CONFIGS[config]
+    raise UserError(f"unknown network configuration {config!r}; known: {', '.join(CONFIGS)}")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of the plan. `inputs` are Keras layer names ("image" = the normalised input);
+    in Caffe the ReLU is in place, so a layer's output blob is named `caffe_name`."""
+    kind: str               # "conv", "pool" or "concat"
+    name: str               # Keras name
+    caffe_name: str         # name in CMU's prototxt/caffemodel
+    inputs: tuple
+    filters: int = 0
+    kernel: int = 0
+    in_channels: int = 0
+    relu: bool = False
+    stage: int = 0          # 0 = backbone (VGG + CPM layers), k = stage k
+    branch: int = 0         # 1 = L1 (PAF), 2 = L2 (heatmaps)
+
+    @property
+    def relu_caffe_name(self):
+        """CMU's name of the ReLU that follows this convolution."""
+        if self.caffe_name.startswith("Mconv"):
+            return "Mrelu" + self.caffe_name[len("Mconv"):]
+        return "relu" + self.caffe_name[len("conv"):]
+
+    def keras_shapes(self):
+        return [(self.kernel, self.kernel, self.in_channels, self.filters), (self.filters,)]
+
+    def caffe_shapes(self):
+        return [(self.filters, self.in_channels, self.kernel, self.kernel), (self.filters,)]
+
+
+def layer_plan(config="full"):
+    """Every layer of the network in CMU's prototxt order (a list of LayerSpec)."""
+    cfg = get_config(config)
+    ch = cfg.channels
+    plan = []
+    channels = {"image": 3}
+
+    def conv(name, inp, full_filters, kernel, relu=True, stage=0, branch=0, caffe_name=None,
+             scale=True):
+        filters = ch(full_filters) if scale else full_filters
+        in_ch = sum(channels[i] for i in inp)
+        plan.append(LayerSpec("conv", name, caffe_name or name, tuple(inp), filters, kernel,
+                              in_ch, relu, stage, branch))
+        channels[name] = filters
+        return name
+
+    def pool(name, inp):
+        plan.append(LayerSpec("pool", name, name, (inp,)))
+        channels[name] = channels[inp]
+        return name
+
+    x = "image"
+    for block, (n_convs, filters) in enumerate(((2, 64), (2, 128), (4, 256), (2, 512)), 1):
+        for i in range(1, n_convs + 1):
+            x = conv(f"conv{block}_{i}", [x], filters, 3)
+        if block < 4:
+            x = pool(f"pool{block}_stage1", x)
+    x = conv("conv4_3_CPM", [x], 256, 3)
+    features = conv("conv4_4_CPM", [x], 128, 3)
+
+    # Stage 1: three 3x3 of 128, a 1x1 of 512, a 1x1 to the outputs; L1 and L2 interleaved
+    # as in CMU's prototxt.
+    heads = {1: features, 2: features}
+    stage1 = [(128, 3, True), (128, 3, True), (128, 3, True), (512, 1, True), (None, 1, False)]
+    for i, (filters, kernel, relu) in enumerate(stage1, 1):
+        for b in (1, 2):
+            heads[b] = conv(f"Mconv{i}_stage1_L{b}", [heads[b]],
+                            BRANCH_OUTPUTS[b] if filters is None else filters, kernel, relu,
+                            stage=1, branch=b, caffe_name=f"conv5_{i}_CPM_L{b}",
+                            scale=filters is not None)
+
+    k = cfg.stage_kernel
+    refine = [(128, k, True)] * 5 + [(128, 1, True), (None, 1, False)]
+    for s in range(2, cfg.num_stages + 1):
+        cat = f"concat_stage{s}"
+        # Order fixed by CMU's prototxt: PAF, heatmaps, features.
+        plan.append(LayerSpec("concat", cat, cat, (heads[1], heads[2], features), stage=s))
+        channels[cat] = channels[heads[1]] + channels[heads[2]] + channels[features]
+        heads = {1: cat, 2: cat}
+        for i, (filters, kernel, relu) in enumerate(refine, 1):
+            for b in (1, 2):
+                heads[b] = conv(f"Mconv{i}_stage{s}_L{b}", [heads[b]],
+                                BRANCH_OUTPUTS[b] if filters is None else filters, kernel,
+                                relu, stage=s, branch=b, scale=filters is not None)
+    return plan
+
+
+def conv_layers(config="full"):
+    return [spec for spec in layer_plan(config) if spec.kind == "conv"]
+
+
+def output_layer_names(config="full", stage=None):
+    """Keras names of the last convolutions (PAF, heatmaps) of `stage` (default: the last)."""
+    cfg = get_config(config)
+    s = cfg.num_stages if stage is None else stage
+    last = 5 if s == 1 else 7
+    return f"Mconv{last}_stage{s}_L1", f"Mconv{last}_stage{s}_L2"
+
+
+def lr_multipliers(layer_name):
+    """(kernel, bias) learning-rate multipliers of a layer (REFERENCE section 3): backbone and
+    stage 1 x1/x2, stages 2.. x4/x8."""
+    if layer_name.startswith("Mconv") and "_stage1_" not in layer_name:
+        return 4.0, 8.0
+    return 1.0, 2.0
+
+
+def count_parameters(config="full"):
+    """Parameter count from the plan, without building the model."""
+    return sum(int(np.prod(s)) for spec in conv_layers(config) for s in spec.keras_shapes())
+
+
+# ------------------------------------------------------------------------------------------
+# Keras models
+
+def _make_layers(cfg, seed):
+    import keras
+
+    layers = {"image": keras.layers.Rescaling(1.0 / 256, offset=-0.5, name="normalise")}
+    for i, spec in enumerate(layer_plan(cfg)):
+        if spec.kind == "conv":
+            # A seeded Keras initializer repeats its values on every call: one seed per layer.
+            init_seed = None if seed is None else seed * 1000 + i
+            layers[spec.name] = keras.layers.Conv2D(
+                spec.filters, spec.kernel, padding="same", name=spec.name,
+                activation="relu" if spec.relu else None,
+                kernel_initializer=keras.initializers.RandomNormal(0.0, INIT_STD, seed=init_seed),
+                bias_initializer="zeros")
+        elif spec.kind == "pool":
+            # "same" = Caffe's ceil-mode pooling on odd sizes; identical on even sizes.
+            layers[spec.name] = keras.layers.MaxPooling2D(2, 2, padding="same", name=spec.name)
+        else:
+            layers[spec.name] = keras.layers.Concatenate(axis=-1, name=spec.name)
+    return layers
+
+
+def _apply(cfg, layers, image):
+    """Run the plan on `image`; returns the output tensors of every layer by Keras name."""
+    tensors = {"image": layers["image"](image)}
+    for spec in layer_plan(cfg):
+        ins = [tensors[i] for i in spec.inputs]
+        tensors[spec.name] = layers[spec.name](ins if spec.kind == "concat" else ins[0])
+    return tensors
+
+
+def build_pose_models(config="full", weights=None, vgg19="auto", seed=None):
+    """(training_model, test_model) sharing every layer, hence every weight.
+
+    training_model: inputs {"image": (B, S, S, 3), "mask": (B, S/8, S/8, 1)} with
+    S = config.input_size; outputs stage{k}_L1, stage{k}_L2 for k = 1..num_stages in that
+    order, each multiplied by the mask (broadcast over channels).
+    test_model: input "image" (B, H, W, 3) of any size (multiples of 8 map exactly onto the
+    H/8 x W/8 output grid); outputs [PAF (B, H/8, W/8, 38), heatmaps (B, H/8, W/8, 19)] of
+    the last stage.
+
+    Initialisation: normal(0, 0.01) kernels (seeded per layer when `seed` is given), zero
+    biases; then `vgg19`: "auto" copies ImageNet VGG19 into conv1_1..conv4_2 when the Keras
+    weight file is found (see find_vgg19_weights; a warning if not) for full-width configs and
+    when no `weights` are given; a path uses that file; None skips it. Finally `weights`
+    (a Keras .h5/.weights.h5 file) is loaded by layer name.
+    """
+    import keras
+
+    cfg = get_config(config)
+    layers = _make_layers(cfg, seed)
+    size, grid = cfg.input_size, cfg.output_size
+
+    image = keras.Input((size, size, 3), name="image")
+    mask = keras.Input((grid, grid, 1), name="mask")
+    tensors = _apply(cfg, layers, image)
+    outputs = []
+    for s in range(1, cfg.num_stages + 1):
+        for b, name in enumerate(output_layer_names(cfg, s), 1):
+            outputs.append(keras.layers.Multiply(name=f"stage{s}_L{b}")([tensors[name], mask]))
+    training_model = keras.Model({"image": image, "mask": mask}, outputs,
+                                 name=f"pose_{cfg.name}_training")
+
+    test_image = keras.Input((None, None, 3), name="image")
+    test_tensors = _apply(cfg, layers, test_image)
+    test_model = keras.Model(test_image, [test_tensors[n] for n in output_layer_names(cfg)],
+                             name=f"pose_{cfg.name}")
+
+    if vgg19 == "auto":
+        if weights is None:
+            if cfg.width == 1.0:
+                init_vgg19(test_model)
+            else:
+                log.info("config %r has width %s: conv1_1..conv4_2 keep the random init "
+                         "(ImageNet VGG19 weights only fit width 1)", cfg.name, cfg.width)
+    elif vgg19 is not None:
+        init_vgg19(test_model, vgg19)
+    if weights is not None:
+        load_weights(test_model, weights)
+    return training_model, test_model
+
+
+def build_pose_model(config="full", training=False, weights=None, vgg19="auto", seed=None):
+    """The test model (image -> [PAF, heatmaps] of the last stage), or with training=True the
+    training model (image + mask -> 2 x num_stages masked outputs). See build_pose_models."""
+    training_model, test_model = build_pose_models(config, weights, vgg19, seed)
+    return training_model if training else test_model
+
+
+# ------------------------------------------------------------------------------------------
+# Weight files, by layer name
+
+def _decode(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _read_legacy_group(group):
+    """Keras 2 save_weights layout: attrs layer_names, per layer attrs weight_names."""
+    out = {}
+    for layer_name in (_decode(n) for n in group.attrs["layer_names"]):
+        layer_group = group[layer_name]
+        names = [_decode(n) for n in layer_group.attrs.get("weight_names", [])]
+        if names:
+            out[layer_name] = [np.asarray(layer_group[n]) for n in names]
+    return out
+
+
+def _read_keras3(group):
+    """Keras 3 .weights.h5 layout: layers/<path>/vars/<i>, the layer name in vars' attrs."""
+    out = {}
+    for key, layer_group in group["layers"].items():
+        vars_group = layer_group.get("vars")
+        if vars_group is None or not len(vars_group):
+            continue
+        name = _decode(vars_group.attrs.get("name", key))
+        out[name] = [np.asarray(vars_group[str(i)]) for i in range(len(vars_group))]
+    return out
+
+
+def read_weight_file(path):
+    """{layer name: [arrays in the layer's weight order]} from a Keras 2 (legacy .h5, also a
+    full-model save with a model_weights group) or Keras 3 (.weights.h5) weight file."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weight file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            if "layer_names" in f.attrs:
+                return _read_legacy_group(f)
+            if "model_weights" in f and "layer_names" in f["model_weights"].attrs:
+                return _read_legacy_group(f["model_weights"])
+            if "layers" in f:
+                return _read_keras3(f)
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"cannot read weight file {path}: {e}") from None
+    raise UserError(f"not a Keras weight file (no layer_names and no layers group): {path}")
+
+
+def assign_weights(model, weights_by_name, source):
+    """Set the weights of the model's layers found in `weights_by_name`; UserError on a shape
+    mismatch (names the layer and both shapes). Returns the names of the layers set."""
+    pending = []
+    for layer in model.layers:
+        if layer.name not in weights_by_name or not layer.weights:
+            continue
+        arrays = weights_by_name[layer.name]
+        if len(arrays) != len(layer.weights):
+            raise UserError(f"layer {layer.name}: {source} has {len(arrays)} weight arrays, "
+                            f"the model has {len(layer.weights)}")
+        for var, arr in zip(layer.weights, arrays):
+            if tuple(var.shape) != tuple(arr.shape):
+                raise UserError(f"layer {layer.name}: {source} has {var.name} of shape "
+                                f"{tuple(arr.shape)}, the model expects {tuple(var.shape)}")
+        pending.append((layer, arrays))
+    # All checks pass before anything is set: a failed load leaves the model untouched.
+    for layer, arrays in pending:
+        layer.set_weights([np.asarray(a, np.float32) for a in arrays])
+    return [layer.name for layer, _ in pending]
+
+
+def load_weights(model, path):
+    """Load a Keras weight file into `model` by layer name (Keras 2 legacy .h5 such as the
+    public reproductions' weights.0100.h5, or Keras 3 .weights.h5). Layers of the model that
+    the file lacks keep their values (logged); layers of the file the model lacks are
+    ignored (logged). UserError if the file is missing/unreadable, a shape differs, or no
+    layer matches. Returns the names of the layers loaded."""
+    weights = read_weight_file(path)
+    loaded = assign_weights(model, weights, f"weight file {path}")
+    if not loaded:
+        raise UserError(f"no layer of weight file {path} matches the model "
+                        f"(file layers: {', '.join(list(weights)[:5])}...)")
+    weighted = [layer.name for layer in model.layers if layer.weights]
+    missing = [n for n in weighted if n not in weights]
+    unused = [n for n in weights if n not in set(weighted)]
+    if missing:
+        log.warning("%d layers of the model are not in %s and keep their values (first: %s)",
+                    len(missing), path, missing[0])
+    if unused:
+        log.info("%d layers of %s are not in the model (first: %s)", len(unused), path,
+                 unused[0])
+    log.info("loaded %d layers from %s", len(loaded), path)
+    return loaded
+
+
+def save_weights(model, path):
+    """Write the model's weights atomically. A name ending in .weights.h5 gets Keras 3's
+    format; any other name the Keras 2 layout (layer_names / weight_names attributes, what
+    the public reproductions' weights.NNNN.h5 use). load_weights reads both by name."""
+    import h5py
+    import keras
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.name.endswith(".weights.h5"):
+            # Keras insists on the suffix, so write beside the temporary name and move.
+            keras_tmp = tmp.with_name(tmp.name + ".weights.h5")
+            try:
+                model.save_weights(str(keras_tmp))
+                os.replace(keras_tmp, tmp)
+            finally:
+                if keras_tmp.exists():
+                    keras_tmp.unlink()
+        else:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["layer_names"] = np.array([l.name.encode() for l in model.layers])
+                f.attrs["backend"] = b"tensorflow"
+                f.attrs["keras_version"] = keras.__version__.encode()
+                for layer in model.layers:
+                    group = f.create_group(layer.name)
+                    names = [f"{layer.name}/{v.name}:0" for v in layer.weights]
+                    group.attrs["weight_names"] = np.array([n.encode() for n in names])
+                    for name, var in zip(names, layer.weights):
+                        group.create_dataset(name, data=np.asarray(var.numpy()))
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# ImageNet VGG19 initialisation
+
+VGG19_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def vgg19_candidates():
+    """Keras' VGG19 notop file in Keras' weight caches (paths.keras_weight_dirs)."""
+    return [d / VGG19_FILE for d in paths.keras_weight_dirs()]
+
+
+def find_vgg19_weights():
+    """The first existing VGG19 notop weight file of vgg19_candidates(), or None."""
+    return next((p for p in vgg19_candidates() if p.is_file()), None)
+
+
+def init_vgg19(model, path=None, fold_normalisation=True):
+    """Copy ImageNet VGG19 (Keras' notop file) into conv1_1..conv4_2 of `model`.
+
+    Keras' VGG19 expects BGR 0..255 minus the ImageNet mean ("caffe" preprocessing); our
+    input is BGR too, so channels need no reordering. With fold_normalisation (default) the
+    scale and mean difference are folded into conv1_1: our normalised input is
+    x = I/256 - 0.5, VGG's is I - mean = 256 x + (128 - mean), so conv1_1 takes kernel 256 W
+    and bias b + sum(W (128 - mean)): conv1_1 then computes exactly VGG's response (except in
+    the 1-pixel zero-padding border, where we pad with grey 128 instead of the mean).
+    fold_normalisation=False copies the weights as they are, as CMU and the Keras
+    reproductions did (their conv1_1 then sees inputs 256x smaller than in ImageNet).
+
+    path None: look it up (find_vgg19_weights); not found -> a warning and the random init
+    stays. Returns True if the weights were copied.
+    """
+    if path is None:
+        path = find_vgg19_weights()
+        if path is None:
+            log.warning("ImageNet VGG19 weights not found (%s): conv1_1..conv4_2 keep the "
+                        "random init (normal, std %s). Put Keras' %s there to use them.",
+                        " or ".join(str(p) for p in vgg19_candidates()), INIT_STD, VGG19_FILE)
+            return False
+    source = read_weight_file(path)
+    weights = {}
+    for ours, theirs in VGG19_LAYERS.items():
+        if theirs not in source:
+            raise UserError(f"VGG19 weight file {path} has no layer {theirs} (for {ours})")
+        weights[ours] = [np.asarray(a, np.float32) for a in source[theirs]]
+    if fold_normalisation:
+        kernel, bias = weights["conv1_1"]
+        shift = 128.0 - VGG19_MEAN_BGR
+        bias = bias + np.einsum("hwco,c->o", kernel.astype(np.float64), shift)
+        weights["conv1_1"] = [kernel * 256.0, bias.astype(np.float32)]
+    assign_weights(model, weights, f"VGG19 weight file {path}")
+    log.info("conv1_1..conv4_2 initialised from ImageNet VGG19 (%s%s)", path,
+             ", normalisation folded into conv1_1" if fold_normalisation else "")
+    return True
