@@ -18,7 +18,11 @@ TEST_EFFECTS = ("", "_dark", "_motion_blur", "_resolution")
 EVAL_BASE = "val2014_random1k"
 EVAL_DATATYPES = tuple(EVAL_BASE + e for e in TEST_EFFECTS)
 EFFECT_NAMES = {"": "normal", "_dark": "dark", "_motion_blur": "motion_blur",
-                "_resolution": "resolution", "_ensemble": "ensemble"}
+                "_resolution": "resolution", "_ensemble": "ensemble",
+                "_ensemble_fuse": "ensemble_fuse"}
+# Models that eval_coco2014_single_scale.py evaluates: the three experts, the routed ensemble
+# (the fork's "_ensemble") and our fused ensemble.
+EVAL_MODELS = EXPERT_EFFECTS + ("_ensemble", "_ensemble_fuse")
 
 
 def annotation_file(coco_root, data_type):
@@ -46,3 +50,21 @@ def hdf5_file(out_dir, split):
 
 def expert_weights_dir(effect):
     return REPO_ROOT / "training" / f"weights{effect}"
+
+
+def eval_run_dir(data_type, effect, num_images):
+    """Where one model's predictions and metrics on one evaluation set live.
+
+    The three experts, "_ensemble" (routed) and "_ensemble_fuse" share this layout:
+    keypoint results JSON, metrics CSV and the run's settings JSON inside."""
+    return EVAL_RESULTS_DIR / (f"{data_type}-{EFFECT_NAMES[effect]}-epoch100-open-pose-"
+                               f"single-scale-{num_images}")
+
+
+def keras_weight_dirs():
+    """Where Keras keeps downloaded weight files (e.g. ImageNet VGG19): $KERAS_HOME/models
+    when KERAS_HOME is set (the Makefile and tests set it to .cache/keras), then
+    ~/.keras/models."""
+    import os
+    dirs = [Path(os.environ["KERAS_HOME"]) / "models"] if os.environ.get("KERAS_HOME") else []
+    return dirs + [Path.home() / ".keras" / "models"]
