@@ -1,0 +1,173 @@
+"""Data preparation benchmarks (issue 3 item 8). One function per measurement.
+
+  masks:  mask generation time per image (1 worker and --workers workers)
+  hdf5:   compact HDF5 generation time per image, bytes per sample, and the ratio to the
+          reference layout (one raw 6 x H x W uint8 record per main person) on the same input
+  pipeline: training input pipeline (model.pipeline.PoseBatches: HDF5 read and decode,
+          augmentation, effect, 57-channel targets at stride 8, 6 stages) at 368 x 368, one
+          process with one OpenCV thread, per effect of --pipeline_effects: samples per
+          CPU-second (= per core), samples per wall second and CPU ms per sample per stage
+
+Each measurement function takes (coco_root, workers) and returns rows (metric, value, unit);
+add a new measurement by writing such a function and registering it in MEASUREMENTS.
+Runs on a COCO-layout folder (--coco_root) or, with --synthetic_train/--synthetic_val > 0,
+on a synthetic mini-COCO generated into a temporary folder first (seeded, --seed). Nothing is
+written outside temporary folders. Prints a markdown table; --out also writes it as JSON.
+"""
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from model import cli, coco_data, paths
+from model.files import write_json
+
+
+def _annotations_only_root(coco_root, tmp):
+    """A throw-away coco_root with the annotations linked and the images linked, so masks
+    and HDF5 files are written into tmp, never into the measured data set."""
+    root = Path(tmp) / "coco"
+    root.mkdir()
+    for sub in ("annotations", "images"):
+        os.symlink(Path(coco_root, sub).resolve(), root / sub)
+    return root
+
+
+def _image_count(coco_root):
+    return sum(len(json.loads(paths.annotation_file(coco_root, s).read_text())["images"])
+               for s in coco_data.SOURCES)
+
+
+def bench_masks(coco_root, workers):
+    """Seconds per image to write mask_miss and mask_all PNGs, 1 worker and `workers`."""
+    rows = []
+    images = _image_count(coco_root)
+    for n in sorted({1, workers}):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = _annotations_only_root(coco_root, tmp)
+            start = time.perf_counter()
+            coco_data.generate_masks(root, workers=n)
+            seconds = time.perf_counter() - start
+        rows.append((f"masks, {n} worker{'s' if n > 1 else ''}", 1000 * seconds / images,
+                     "ms / image"))
+    return rows
+
+
+def bench_hdf5(coco_root, workers):
+    """Seconds per image to write both HDF5 files (masks made beforehand, not timed) and the
+    bytes per sample against the reference layout."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _annotations_only_root(coco_root, tmp)
+        coco_data.generate_masks(root, workers=workers)
+        for n in sorted({1, workers}):
+            out = Path(tmp) / f"h5_{n}"
+            start = time.perf_counter()
+            reports = coco_data.generate_hdf5(root, out, workers=n)
+            seconds = time.perf_counter() - start
+            images = sum(r["images"] for r in reports.values())
+            rows.append((f"hdf5, {n} worker{'s' if n > 1 else ''}", 1000 * seconds / images,
+                         "ms / stored image"))
+        samples = sum(r["samples"] for r in reports.values())
+        size = sum(r["bytes"] for r in reports.values())
+        ref = sum(r["reference_layout_bytes"] for r in reports.values())
+        rows += [("hdf5 samples (main people)", samples, "samples"),
+                 ("hdf5 stored images", images, "images"),
+                 ("compact layout", size / samples / 1e3, "kB / sample"),
+                 ("reference layout (raw 6 x H x W per sample)", ref / samples / 1e3,
+                  "kB / sample"),
+                 ("size ratio reference / compact", ref / size, "x")]
+    return rows
+
+
+def bench_pipeline(coco_root, workers, effects=("", "_dark", "_motion_blur"), seed=0):
+    """Throughput of the training input pipeline on the train HDF5 of coco_root (masks and
+    HDF5 written to a temporary folder first, not timed)."""
+    from model.pipeline import measure_throughput
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _annotations_only_root(coco_root, tmp)
+        coco_data.generate_masks(root, workers=workers)
+        reports = coco_data.generate_hdf5(root, Path(tmp) / "h5", workers=workers)
+        for effect in effects:
+            r = measure_throughput(reports["train"]["path"], effect=effect, seed=seed)
+            name = f"pipeline 368x368, effect {effect or 'none'}"
+            rows += [(f"{name}, 1 process", r["samples_per_cpu_s"], "samples / CPU-s (per core)"),
+                     (f"{name}, 1 process, wall", r["samples_per_s"], "samples / s")]
+            rows += [(f"{name}: {stage}", ms, "CPU ms / sample")
+                     for stage, ms in r["stage_cpu_ms_per_sample"].items()]
+        rows.append(("pipeline samples measured", r["samples"], "samples"))
+    return rows
+
+
+MEASUREMENTS = {"masks": bench_masks, "hdf5": bench_hdf5, "pipeline": bench_pipeline}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_coco_root(parser)
+    parser.add_argument("--measure", nargs="+", default=list(MEASUREMENTS),
+                        choices=list(MEASUREMENTS), help="measurements (default: all)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(),
+                        help="worker processes for the parallel runs (default: %(default)s)")
+    parser.add_argument("--synthetic_train", type=int, default=0,
+                        help="generate a synthetic set with this many train2014 images into a "
+                             "temporary folder and measure on it (default: 0 = use --coco_root)")
+    parser.add_argument("--synthetic_val", type=int, default=150,
+                        help="val2014 images of that synthetic set (default: %(default)s)")
+    cli.add_seed(parser)
+    parser.add_argument("--pipeline_effects", nargs="+", default=["", "_dark", "_motion_blur"],
+                        choices=["", "_dark", "_motion_blur"],
+                        help="effects measured by the pipeline measurement (default: all)")
+    parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
+    return args
+
+
+@cli.main_guard
+def main(argv=None):
+    args = parse_args(argv)
+    tmp = None
+    coco_root = args.coco_root
+    try:
+        if args.synthetic_train > 0:
+            from model.synthetic import generate_dataset
+            tmp = tempfile.mkdtemp(prefix="bench_data_")
+            coco_root = Path(tmp) / "coco"
+            generate_dataset(coco_root, args.synthetic_train, args.synthetic_val, args.seed,
+                             workers=args.workers, progress=False)
+        for source in coco_data.SOURCES:
+            if not paths.annotation_file(coco_root, source).is_file():
+                raise cli.UserError(f"no COCO data in {coco_root} (missing "
+                                    f"{paths.annotation_file(coco_root, source).name}); pass "
+                                    "--coco_root or --synthetic_train N")
+        results = {"coco_root": str(coco_root), "images": _image_count(coco_root),
+                   "workers": args.workers, "cpu_count": os.cpu_count(),
+                   "seed": args.seed if args.synthetic_train > 0 else None, "rows": []}
+        for name in args.measure:
+            options = ({"effects": args.pipeline_effects, "seed": args.seed}
+                       if name == "pipeline" else {})
+            results["rows"] += [list(r) for r in MEASUREMENTS[name](coco_root, args.workers,
+                                                                     **options)]
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\n{results['images']} images in {results['coco_root']}"
+          f"{' (synthetic, seed %d)' % args.seed if args.synthetic_train > 0 else ''}, "
+          f"{results['cpu_count']} cores\n")
+    print("| measurement | value | unit |\n|---|---:|---|")
+    for metric, value, unit in results["rows"]:
+        print(f"| {metric} | {value:,.2f} | {unit} |" if isinstance(value, float)
+              else f"| {metric} | {value:,} | {unit} |")
+    if args.out:
+        write_json(args.out, results, indent=2)
+
+
+if __name__ == "__main__":
+    main()

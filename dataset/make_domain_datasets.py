@@ -1,0 +1,51 @@
+"""Make the domain-shifted evaluation sets val2014_random1k{,_dark,_motion_blur,_resolution}.
+
+A seeded sample of --num images drawn ONLY from the held-out val2014 images (the ones
+training/generate_hdf5_coco2014.py never puts into training) that show at least one person
+with keypoints. Writes <coco_root>/images/<dataType>/ (original file names) and
+<coco_root>/annotations/person_keypoints_<dataType>.json (the sampled images in drawn order
+and their annotations; _resolution halves the images and scales keypoints, boxes, areas and
+segmentations). A set whose annotation file records the same draw is kept on a rerun."""
+import argparse
+
+from model import cli, coco_data, paths
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_coco_root(parser)
+    parser.add_argument("--num", type=int, default=1000,
+                        help="images per set; the whole pool if it is smaller "
+                             "(default: %(default)s)")
+    cli.add_seed(parser)
+    parser.add_argument("--val_holdout", type=int, default=coco_data.VAL_HOLDOUT,
+                        help="held-out val2014 count, as given to generate_hdf5_coco2014.py "
+                             "(default: %(default)s)")
+    parser.add_argument("--effects", nargs="+", default=list(paths.TEST_EFFECTS),
+                        choices=paths.TEST_EFFECTS, metavar="EFFECT",
+                        help="sets to write, by effect suffix ('' = unchanged) "
+                             f"(default: all of {list(paths.TEST_EFFECTS)})")
+    args = parser.parse_args(argv)
+    if args.num < 1:
+        parser.error("--num must be >= 1")
+    if args.val_holdout < 0:
+        parser.error("--val_holdout must be >= 0")
+    return args
+
+
+@cli.main_guard
+def main(argv=None):
+    args = parse_args(argv)
+    cli.ensure_writable_dir(paths.image_dir(args.coco_root, paths.EVAL_BASE).parent)
+    result = coco_data.make_domain_datasets(args.coco_root, args.num, args.seed,
+                                            args.val_holdout, args.effects)
+    print(f"sample of {len(result['image_ids'])} images (seed {result['seed']}) drawn only "
+          f"from the {result['pool']} held-out val2014 images with people: none of them is "
+          "a training image")
+    for data_type, state in result["sets"].items():
+        print(f"{data_type}: {state}")
+
+
+if __name__ == "__main__":
+    main()

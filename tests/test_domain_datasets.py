@@ -1,0 +1,144 @@
+"""Domain-shifted evaluation sets: drawn only from held-out images, seeded, resumable."""
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from model import coco_data, effects, paths
+
+SCRIPT = paths.REPO_ROOT / "dataset" / "make_domain_datasets.py"
+
+
+@pytest.fixture(scope="module")
+def coco_root(synthetic_coco, tmp_path_factory):
+    root = tmp_path_factory.mktemp("domain") / "coco"
+    shutil.copytree(synthetic_coco, root)
+    return root
+
+
+def load(root, data_type):
+    return json.loads(paths.annotation_file(root, data_type).read_text())
+
+
+def test_sample_never_intersects_training_images(coco_root, tmp_path):
+    result = coco_data.make_domain_datasets(coco_root, num=5, seed=0)
+    ids = result["image_ids"]
+    assert len(ids) == 5 and len(set(ids)) == 5
+    val = coco_data.load_coco_annotations(paths.annotation_file(coco_root, "val2014"))
+    held = coco_data.held_out_val_image_ids(val)
+    assert set(ids) <= set(held)
+    # what the HDF5 step really put into training
+    reports = coco_data.generate_hdf5(coco_root, tmp_path, workers=1)
+    with coco_data.Hdf5Samples(paths.hdf5_file(tmp_path, "train")) as train:
+        trained = set(train.image_ids.tolist())
+    assert reports["train"]["samples"] > 0 and trained
+    assert not trained & set(ids)
+    # and every image the HDF5 step may plan for training, samples or not
+    train = coco_data.load_coco_annotations(paths.annotation_file(coco_root, "train2014"))
+    candidates = {i for _, i in coco_data.train_image_ids(train, val)}
+    assert not candidates & set(ids)
+    # the pool: held-out images with at least one labelled person
+    pool = coco_data.eval_pool_image_ids(val)
+    assert set(ids) <= set(pool) and set(pool) <= set(held)
+    for image_id in pool:
+        assert any(a["num_keypoints"] > 0 and not a["iscrowd"] for a in val.anns[image_id])
+
+
+def test_every_set_holds_the_same_images_with_the_effect(coco_root):
+    result = coco_data.make_domain_datasets(coco_root, num=5, seed=0)
+    ids = result["image_ids"]
+    src_dir = paths.image_dir(coco_root, "val2014")
+    base = load(coco_root, "val2014_random1k")
+    assert [im["id"] for im in base["images"]] == ids       # drawn order
+    val = json.loads(paths.annotation_file(coco_root, "val2014").read_text())
+    expected_anns = [a for i in ids for a in val["annotations"] if a["image_id"] == i]
+    assert base["annotations"] == expected_anns
+    assert base["info"]["domain_set"]["seed"] == 0
+    for image_id in ids:
+        name = paths.image_file_name("val2014", image_id)
+        src = (src_dir / name).read_bytes()
+        assert (paths.image_dir(coco_root, "val2014_random1k") / name).read_bytes() == src
+        original = cv2.imread(str(src_dir / name))
+        dark = cv2.imread(str(paths.image_dir(coco_root, "val2014_random1k_dark") / name))
+        assert dark.mean() == pytest.approx(original.mean() / 2, abs=1.5)
+        blur = cv2.imread(str(paths.image_dir(coco_root, "val2014_random1k_motion_blur") / name))
+        expected = effects.motion_blur(original).astype(float)
+        assert np.abs(blur.astype(float) - expected).mean() < 2
+        small = cv2.imread(str(paths.image_dir(coco_root, "val2014_random1k_resolution") / name))
+        assert small.shape == (original.shape[0] // 2, original.shape[1] // 2, 3)
+    low = load(coco_root, "val2014_random1k_resolution")
+    for im, im0 in zip(low["images"], base["images"]):
+        assert (im["width"], im["height"]) == effects.low_resolution_size(im0["width"],
+                                                                          im0["height"])
+    sizes = {im["id"]: im for im in base["images"]}
+    for a, a0 in zip(low["annotations"], base["annotations"]):
+        im0 = sizes[a0["image_id"]]
+        nw, nh = effects.low_resolution_size(im0["width"], im0["height"])
+        assert a == effects.scale_annotation(a0, nw / im0["width"], nh / im0["height"], nh, nw)
+    for data_type in ("val2014_random1k_dark", "val2014_random1k_motion_blur"):
+        assert load(coco_root, data_type)["annotations"] == base["annotations"]
+
+
+def test_resolution_set_scores_ap_1_against_itself(coco_root):
+    coco_data.make_domain_datasets(coco_root, num=5, seed=0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(paths.annotation_file(coco_root, "val2014_random1k_resolution")))
+        results = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"],
+                    "score": 1.0} for a in gt.dataset["annotations"]
+                   if not a["iscrowd"] and a["num_keypoints"] > 0]
+        ev = COCOeval(gt, gt.loadRes(results), "keypoints")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)
+
+
+def test_seeded_resumable_and_stale_images_removed(coco_root):
+    first = coco_data.make_domain_datasets(coco_root, num=4, seed=3)
+    again = coco_data.make_domain_datasets(coco_root, num=4, seed=3)
+    assert again["image_ids"] == first["image_ids"]
+    assert set(again["sets"].values()) == {"kept"}
+    other = coco_data.make_domain_datasets(coco_root, num=4, seed=4)
+    assert other["image_ids"] != first["image_ids"]
+    assert set(other["sets"].values()) == {"written"}
+    for data_type in paths.EVAL_DATATYPES:
+        names = sorted(p.name for p in paths.image_dir(coco_root, data_type).iterdir())
+        assert names == sorted(paths.image_file_name("val2014", i) for i in other["image_ids"])
+
+
+def test_bad_image_in_pool_is_skipped_and_num_beyond_pool_takes_pool(synthetic_coco, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(synthetic_coco, root)
+    val = coco_data.load_coco_annotations(paths.annotation_file(root, "val2014"))
+    pool = coco_data.eval_pool_image_ids(val)
+    folder = paths.image_dir(root, "val2014")
+    (folder / paths.image_file_name("val2014", pool[0])).unlink()
+    broken = folder / paths.image_file_name("val2014", pool[1])
+    broken.write_bytes(broken.read_bytes()[:500])
+    run = subprocess.run([sys.executable, str(SCRIPT), "--coco_root", str(root), "--num", "1000",
+                          "--seed", "0"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"sample of {len(pool) - 2} images (seed 0)" in run.stdout
+    assert "none of them is a training image" in run.stdout
+    assert f"exceeds the {len(pool) - 2} usable images of the pool" in run.stderr
+    assert "missing image file" in run.stderr and "corrupt or truncated image" in run.stderr
+    ids = [im["id"] for im in load(root, "val2014_random1k_dark")["images"]]
+    assert sorted(ids) == sorted(pool[2:])
+
+
+def test_cli_bad_flags(tmp_path):
+    run = subprocess.run([sys.executable, str(SCRIPT), "--num", "0"], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and "--num must be >= 1" in run.stderr
+    run = subprocess.run([sys.executable, str(SCRIPT), "--coco_root", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: annotation file not found")
