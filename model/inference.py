@@ -1,0 +1,427 @@
+"""Images -> network maps -> people: preprocessing, the resolution step, flips, scales and a
+batched, pipelined run over an evaluation set (REFERENCE section 6).
+
+Preprocessing: the image (BGR uint8) is resized by the scale s (cv2.resize, fx = fy = s,
+cubic), padded right and bottom to a multiple of 8 with 128 (which the network's x/256 - 0.5
+turns into 0) and fed as float32 0..255.
+
+Scales: `scale_mode="native"` (the default, the fork's single scale) uses s = m for every m
+of `scale_search`, so the default [1.0] feeds the image at its native resolution.
+`scale_mode="boxsize"` uses s = m * boxsize / image height (section 6's multi-scale test, with
+boxsize the configuration's training crop, CMU's 368): a network trained on people about
+0.6 * input_size tall (the small configuration: 184) sees people of the size it learnt.
+
+The resolution step: the network's stride-8 maps of the padded input are resampled (cubic)
+straight onto a working grid of ceil(H / r) x ceil(W / r) pixels for an image of H x W and
+`resolution` r: one cv2.resize whose scale maps cell j's centre (input pixel 8j + 3.5, the
+convention of model.targets) onto the image pixel it describes, so upsampling x8, cropping
+the padding and resizing to the image, as the reference does in three steps, become one. With
+r = 1 the grid is the image; r > 1 is a coarser grid of pixel size H / ceil(H / r) (about r)
+on which decoding is r^2 times cheaper; model.decode maps its peaks back to image
+coordinates (with sub-pixel refinement, which keeps AP within 0.005: see README). Maps of all
+scales, flips and models are averaged on that grid. A flipped input's maps are flipped back
+with left and right parts swapped and the PAFs' x components negated.
+"""
+import logging
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from model import decode, paths
+from model.cli import UserError
+from model.skeleton import FLIP_CMU, LIMBS, NUM_HEATMAPS, NUM_PAFS
+
+log = logging.getLogger(__name__)
+
+STRIDE = 8
+PAD_VALUE = 128
+SCALE_MODES = ("native", "boxsize")
+DEFAULT_BOXSIZE = 368
+# Working grid of the decoder in image pixels per map pixel (see the module docstring and
+# README "Decoding"). On ideal stride-8 maps of synthetic val, 2 stays within 0.005 AP of full
+# resolution (60 images: 0.0018; 150 images: 0.0032); 3 did not on every sample (0.0098).
+DEFAULT_RESOLUTION = 2
+DEFAULT_EPOCH = 100
+
+# Channel permutations of the maps of a horizontally flipped image.
+HEATMAP_FLIP = np.concatenate([FLIP_CMU, [NUM_HEATMAPS - 1]])
+_LIMB_INDEX = {(int(a), int(b)): k for k, (a, b) in enumerate(LIMBS)}
+LIMB_FLIP = np.array([_LIMB_INDEX[(int(FLIP_CMU[a]), int(FLIP_CMU[b]))] for a, b in LIMBS])
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Everything that decides the maps and the people of an image, besides the models."""
+    scale_search: tuple = (1.0,)
+    scale_mode: str = "native"
+    boxsize: int = DEFAULT_BOXSIZE
+    flip: bool = False
+    resolution: int = DEFAULT_RESOLUTION
+    thre1: float = decode.THRE1
+    thre2: float = decode.THRE2
+    mid_num: int = decode.MID_NUM
+
+    def __post_init__(self):
+        if not self.scale_search or any(not (m > 0) for m in self.scale_search):
+            raise UserError(f"scale_search needs positive values, got {list(self.scale_search)}")
+        if self.scale_mode not in SCALE_MODES:
+            raise UserError(f"unknown scale mode {self.scale_mode!r}; choose from {SCALE_MODES}")
+        if int(self.resolution) < 1:
+            raise UserError(f"resolution must be an integer >= 1, got {self.resolution}")
+
+    def scales(self, image_height):
+        """Absolute resize factors of an image of this height."""
+        if self.scale_mode == "native":
+            return [float(m) for m in self.scale_search]
+        return [float(m) * self.boxsize / image_height for m in self.scale_search]
+
+
+# ------------------------------------------------------------------------------ one image
+
+def prepare_input(image, scale, stride=STRIDE, pad_value=PAD_VALUE):
+    """(float32 (Hp, Wp, 3) padded input, (Hs, Ws) size of the resized image inside it)."""
+    if round(image.shape[0] * scale) < 1 or round(image.shape[1] * scale) < 1:
+        raise UserError(f"scale {scale:g} leaves nothing of a {image.shape[:2]} image")
+    if scale != 1.0:
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    hs, ws = image.shape[:2]
+    hp, wp = -(-hs // stride) * stride, -(-ws // stride) * stride
+    out = np.full((hp, wp, 3), pad_value, np.float32)
+    out[:hs, :ws] = image
+    return out, (hs, ws)
+
+
+def working_grid(image_hw, resolution=1):
+    """((Hw, Ww), (py, px)): the decoder's grid and its pixel size in image pixels."""
+    h, w = int(image_hw[0]), int(image_hw[1])
+    hw, ww = -(-h // int(resolution)), -(-w // int(resolution))
+    return (hw, ww), (h / hw, w / ww)
+
+
+def to_working_grid(maps, image_hw, scale, resolution=1, stride=STRIDE):
+    """The resolution step: (h, w, C) network maps of the padded input at `scale` ->
+    (Hw, Ww, C) float32 on the working grid of the image (module docstring)."""
+    (hw, ww), (py, px) = working_grid(image_hw, resolution)
+    # Working pixel u sits at image x = (u + 0.5) * px - 0.5, i.e. at network cell
+    # (u + 0.5) * px * scale / stride - 0.5: exactly cv2.resize's mapping for fx below.
+    out = cv2.resize(np.asarray(maps, np.float32), None, fx=stride / (px * scale),
+                     fy=stride / (py * scale), interpolation=cv2.INTER_CUBIC)
+    if out.ndim == 2:
+        out = out[..., None]
+    out = out[:hw, :ww]
+    if out.shape[0] < hw or out.shape[1] < ww:  # rounding of the resized size: edge pixels
+        out = np.pad(out, ((0, hw - out.shape[0]), (0, ww - out.shape[1]), (0, 0)), "edge")
+    return out
+
+
+def maps_to_grid(heatmaps, pafs, image_hw, scale, resolution=1):
+    """Network heatmaps and PAFs -> both on the working grid (two contiguous arrays: the
+    decoder smooths the heatmaps in place of a strided copy)."""
+    return (to_working_grid(heatmaps, image_hw, scale, resolution),
+            to_working_grid(pafs, image_hw, scale, resolution))
+
+
+def unflip_maps(heatmaps, pafs):
+    """Maps predicted on a horizontally flipped image -> maps of the image itself."""
+    heat = heatmaps[:, ::-1][..., HEATMAP_FLIP]
+    paf = pafs[:, ::-1].reshape(pafs.shape[:2] + (-1, 2))[:, :, LIMB_FLIP].copy()
+    paf[..., 0] *= -1
+    return np.ascontiguousarray(heat), paf.reshape(pafs.shape[:2] + (NUM_PAFS,))
+
+
+def run_network(model, batch):
+    """(pafs, heatmaps) numpy arrays of a float32 (B, H, W, 3) batch."""
+    outputs = model(batch, training=False)
+    paf, heat = (np.asarray(o, np.float32) for o in outputs)
+    return paf, heat
+
+
+def _as_models(models, weights):
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    if weights is None:
+        weights = np.full(len(models), 1.0 / len(models))
+    weights = np.asarray(weights, np.float64)
+    if len(weights) != len(models) or weights.sum() <= 0 or (weights < 0).any():
+        raise ValueError(f"need one non-negative weight per model, got {weights.tolist()}")
+    return models, weights / weights.sum()
+
+
+def _jobs(settings, image_hw):
+    flips = (False, True) if settings.flip else (False,)
+    return [(s, f) for s in settings.scales(image_hw[0]) for f in flips]
+
+
+class _Accumulator:
+    """Running weighted mean of one image's maps on its working grid."""
+
+    def __init__(self, image_hw, resolution, num_parts):
+        self.image_hw, self.resolution = image_hw, resolution
+        self.remaining = num_parts
+        self.heat = self.paf = None
+
+    def add(self, paf, heat, scale, flipped, weight):
+        h, p = maps_to_grid(heat, paf, self.image_hw, scale, self.resolution)
+        if flipped:
+            h, p = unflip_maps(h, p)
+        if self.heat is None:
+            self.heat, self.paf = h * weight, p * weight
+        else:
+            self.heat += h * weight
+            self.paf += p * weight
+        self.remaining -= 1
+        return self.remaining == 0
+
+
+def predict_maps(models, image, scales=(1.0,), flip=False, weights=None, *,
+                 scale_mode="native", boxsize=DEFAULT_BOXSIZE, resolution=1):
+    """(heatmaps (Hw, Ww, 19), pafs (Hw, Ww, 38)) of one BGR image: the weighted mean over
+    `models` (one Keras test model or a list; `weights` default equal) of the mean over
+    scales and flips, on the working grid (the image itself for resolution=1).
+
+    The fused ensemble calls this with the experts and its domain weights."""
+    settings = InferenceSettings(tuple(scales), scale_mode, boxsize, flip, resolution)
+    models, weights = _as_models(models, weights)
+    image_hw = image.shape[:2]
+    jobs = _jobs(settings, image_hw)
+    acc = _Accumulator(image_hw, resolution, len(jobs) * len(models))
+    for scale, flipped in jobs:
+        source = image[:, ::-1] if flipped else image
+        batch, _ = prepare_input(np.ascontiguousarray(source), scale)
+        for model, w in zip(models, weights):
+            paf, heat = run_network(model, batch[None])
+            acc.add(paf[0], heat[0], scale, flipped, w / len(jobs))
+    return acc.heat, acc.paf
+
+
+def decode_maps(heatmaps, pafs, image_hw, settings=InferenceSettings()):
+    """People of one image from its working-grid maps (coordinates in image pixels)."""
+    _, pixel_size = working_grid(image_hw, settings.resolution)
+    return decode.decode_poses(heatmaps, pafs, settings.thre1, settings.thre2,
+                               settings.mid_num, pixel_size=pixel_size,
+                               refine=settings.resolution > 1)
+
+
+def predict_people(models, image, settings=InferenceSettings(), weights=None):
+    """People (model.decode format) of one BGR image."""
+    heat, paf = predict_maps(models, image, settings.scale_search, settings.flip, weights,
+                             scale_mode=settings.scale_mode, boxsize=settings.boxsize,
+                             resolution=settings.resolution)
+    return decode_maps(heat, paf, image.shape[:2], settings)
+
+
+# ------------------------------------------------------------------------------ a whole set
+
+_DONE = object()
+
+
+def read_image(path):
+    """BGR uint8 image, or (None, reason) when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"missing file {path}"
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        return None, f"unreadable image {path}"
+    return image, None
+
+
+class _Worker(threading.Thread):
+    """A daemon thread whose exception is re-raised by `check()` in the caller's thread."""
+
+    def __init__(self, target, name):
+        super().__init__(name=name, daemon=True)
+        self._target_fn, self.error = target, None
+
+    def run(self):
+        try:
+            self._target_fn()
+        except BaseException as e:  # handed to the main thread
+            self.error = e
+
+    def check(self):
+        if self.error is not None:
+            raise self.error
+
+
+def predict_dataset(models, images, image_dir, settings=InferenceSettings(), weights=None,
+                    batch_size=4, progress=True, checkpoint=None, checkpoint_every=25):
+    """COCO keypoint records of every image of `images` (COCO image dicts: id, file_name,
+    optional width/height) read from image_dir.
+
+    Pipelined: a loader thread reads and preprocesses images while the network runs on
+    batches of equal-sized inputs (images are taken in order of their size so that batches
+    fill), and a decoder thread resamples, averages and decodes the maps beside it.
+
+    checkpoint(records, image_ids, seconds), when given, is called from the decoder thread
+    with copies of the results so far every `checkpoint_every` images (to save them for a
+    resumed run).
+
+    Returns (records sorted by image id, info) with info = {"image_ids": predicted ids,
+    "skipped": [(id, reason)], "seconds": wall time, "network_seconds": time in the network}."""
+    from tqdm import tqdm
+
+    models, weights = _as_models(models, weights)
+    batch_size = max(1, int(batch_size))
+    order = sorted(images, key=lambda im: (-int(im.get("height", 0)), -int(im.get("width", 0)),
+                                           int(im["id"])))
+    loaded = queue.Queue(maxsize=2 * batch_size)
+    outputs = queue.Queue(maxsize=4 * batch_size)
+    records, predicted, skipped = [], [], []
+    start = time.perf_counter()
+
+    def load():
+        for im in order:
+            image, reason = read_image(Path(image_dir) / im["file_name"])
+            if image is None:
+                loaded.put(("skip", int(im["id"]), reason))
+                continue
+            inputs = []
+            for scale, flipped in _jobs(settings, image.shape[:2]):
+                source = np.ascontiguousarray(image[:, ::-1]) if flipped else image
+                inputs.append((scale, flipped, prepare_input(source, scale)[0]))
+            loaded.put(("image", int(im["id"]), image.shape[:2], inputs))
+        loaded.put(_DONE)
+
+    accumulators = {}
+
+    def decode_all():
+        while True:
+            item = outputs.get()
+            if item is _DONE:
+                return
+            image_id, image_hw, paf, heat, scale, flipped, weight = item
+            acc = accumulators[image_id]
+            if acc.add(paf, heat, scale, flipped, weight):
+                del accumulators[image_id]
+                people = decode_maps(acc.heat, acc.paf, image_hw, settings)
+                records.extend(decode.people_to_coco(people, image_id))
+                predicted.append(image_id)
+                if checkpoint is not None and len(predicted) % checkpoint_every == 0:
+                    checkpoint(list(records), list(predicted), time.perf_counter() - start)
+
+    loader = _Worker(load, "loader")
+    decoder = _Worker(decode_all, "decoder")
+    loader.start()
+    decoder.start()
+    network_seconds = 0.0
+    pending = []  # (image_id, image_hw, scale, flipped, input, weight share)
+
+    def flush():
+        nonlocal network_seconds
+        batch = np.stack([p[4] for p in pending])
+        for model, w in zip(models, weights):
+            t0 = time.perf_counter()
+            paf, heat = run_network(model, batch)
+            network_seconds += time.perf_counter() - t0
+            for k, (image_id, image_hw, scale, flipped, _, share) in enumerate(pending):
+                _put(outputs, (image_id, image_hw, paf[k], heat[k], scale, flipped, w * share),
+                     decoder)
+        pending.clear()
+
+    bar = tqdm(total=len(order), desc="predict", unit="img", disable=not progress)
+    try:
+        while True:
+            item = _get(loaded, loader)
+            if item is _DONE:
+                break
+            bar.update(1)
+            if item[0] == "skip":
+                skipped.append((item[1], item[2]))
+                log.warning("skipped image %d: %s", item[1], item[2])
+                continue
+            _, image_id, image_hw, inputs = item
+            accumulators[image_id] = _Accumulator(image_hw, settings.resolution,
+                                                  len(inputs) * len(models))
+            for scale, flipped, batch_input in inputs:
+                if pending and (pending[0][4].shape != batch_input.shape
+                                or len(pending) >= batch_size):
+                    flush()
+                pending.append((image_id, image_hw, scale, flipped, batch_input,
+                                1.0 / len(inputs)))
+        if pending:
+            flush()
+        _put(outputs, _DONE, decoder)
+        decoder.join()
+        decoder.check()
+    finally:
+        bar.close()
+    loader.check()
+    records.sort(key=lambda r: (r["image_id"], -r["score"]))
+    info = {"image_ids": sorted(predicted), "skipped": skipped,
+            "seconds": time.perf_counter() - start, "network_seconds": network_seconds}
+    return records, info
+
+
+def _get(q, worker):
+    """q.get() that notices a dead producer instead of waiting forever."""
+    while True:
+        try:
+            return q.get(timeout=0.5)
+        except queue.Empty:
+            worker.check()
+            if not worker.is_alive():
+                return q.get_nowait() if not q.empty() else _DONE
+
+
+def _put(q, item, worker):
+    """q.put() that notices a dead consumer instead of waiting forever."""
+    while True:
+        try:
+            return q.put(item, timeout=0.5)
+        except queue.Full:
+            worker.check()
+
+
+# ------------------------------------------------------------------------------ weights
+
+WEIGHT_FILE = re.compile(r"weights\.(\d{4,})\.h5$")
+
+
+def find_weights(effect="", weights=None, epoch=DEFAULT_EPOCH):
+    """(path, note) of the pose weights to use: `weights` when given, else the expert's
+    training/weights<effect>/weights.0100.h5, else its newest weights.NNNN.h5."""
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"weight file not found: {path}")
+        return path, "given with --weights"
+    folder = paths.expert_weights_dir(effect)
+    wanted = folder / f"weights.{epoch:04d}.h5"
+    if wanted.is_file():
+        return wanted, f"epoch {epoch} of the {paths.EFFECT_NAMES[effect]} expert"
+    found = sorted((int(m.group(1)), p) for p in folder.glob("weights.*.h5")
+                   if (m := WEIGHT_FILE.search(p.name)))
+    if found:
+        epoch_found, path = found[-1]
+        return path, (f"newest checkpoint (epoch {epoch_found}) of the "
+                      f"{paths.EFFECT_NAMES[effect]} expert; {wanted.name} does not exist")
+    raise UserError(
+        f"no weights for the {paths.EFFECT_NAMES[effect]} expert: tried {wanted} and "
+        f"{folder}/weights.NNNN.h5; train them with training/train_pose.py --effect "
+        f"'{effect}' or convert CMU's model with python -m model.convert_caffemodel "
+        f"--caffemodel pose_iter_440000.caffemodel --out {wanted}, or pass --weights FILE")
+
+
+def load_pose_model(config, weights_path):
+    """The Keras test model of `config` with the weights of `weights_path` (by layer name)."""
+    from model import network
+    return network.build_pose_model(config, training=False, weights=str(weights_path),
+                                    vgg19=None)
+
+
+# ------------------------------------------------------------------------------ demo output
+
+def people_json(people, frame, image_hw):
+    """The demo's JSON of one frame: people with 18 CMU keypoints (x, y, score; zeros for
+    missing parts) in image pixels, pixel centres at integers."""
+    from model.skeleton import CMU_PARTS
+    return {"frame": int(frame), "width": int(image_hw[1]), "height": int(image_hw[0]),
+            "parts": list(CMU_PARTS),
+            "people": [{"score": round(float(p["score"]), 4), "num_parts": int(p["num_parts"]),
+                        "keypoints": np.round(p["keypoints"], 2).tolist()} for p in people]}
