@@ -1,0 +1,96 @@
+"""Uncertainty of the three experts on one evaluation set, measured without ground truth,
+and (where the set has ground truth) how well it predicts their error.
+
+Reads the experts' predictions (eval/eval_coco2014_single_scale.py --effect "" / _dark /
+_motion_blur) and, if present, the routed ensemble's, matches people across the experts and
+writes into --results_dir:
+  <X>-three-model-epoch100-open-pose-single-scale-<N>.csv            per limb + totals
+  <X>-three-model-epoch100-open-pose-single-scale-<N>-persons.csv    per person
+  <X>-three-model-epoch100-open-pose-single-scale-<N>-quality.json   counts, correlations,
+                                                                       AUSE, risk-coverage
+  ...-sparsification.{csv,png}, ...-risk_coverage.{csv,png}          (ground truth only)
+Definitions: model/uncertainty.py and the README.
+
+  python eval/util_ainu.py --coco_dataType val2014_random1k_resolution
+"""
+import argparse
+from pathlib import Path
+
+from model import paths
+from model.cli import UserError, add_coco_root, ensure_writable_dir, main_guard
+from model.uncertainty import DEFAULT_MATCH_OKS, MEASURES, MODEL_LABELS, analyse
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--coco_dataType", required=True,
+                   help=f"evaluation set, one of: {', '.join(paths.EVAL_DATATYPES)}")
+    p.add_argument("--fir_img_num", type=int, default=None,
+                   help="image count N of the experts' runs (default: the one found in "
+                        "--results_dir)")
+    p.add_argument("--match_oks", type=float, default=DEFAULT_MATCH_OKS,
+                   help="OKS between two experts' predictions needed to call them the same "
+                        "person (default: %(default)s)")
+    p.add_argument("--ensemble", choices=("_ensemble", "_ensemble_fuse"), default="_ensemble",
+                   help="whose predictions fill the ensemble columns (default: %(default)s, "
+                        "the routed ensemble)")
+    p.add_argument("--results_dir", type=Path, default=paths.EVAL_RESULTS_DIR,
+                   help="where the models' run folders are and the outputs go "
+                        "(default: %(default)s)")
+    add_coco_root(p)
+    return p.parse_args(argv)
+
+
+def _num(x):
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+@main_guard
+def main(argv=None):
+    args = parse_args(argv)
+    if args.coco_dataType not in paths.EVAL_DATATYPES:
+        raise UserError(f"unknown --coco_dataType {args.coco_dataType!r}; "
+                        f"known: {', '.join(paths.EVAL_DATATYPES)}")
+    if args.fir_img_num is not None and args.fir_img_num < 1:
+        raise UserError(f"--fir_img_num must be >= 1, got {args.fir_img_num}")
+    if not 0 < args.match_oks <= 1:
+        raise UserError(f"--match_oks must be in (0, 1], got {args.match_oks}")
+    if not args.results_dir.is_dir():
+        raise UserError(f"results folder not found: {args.results_dir}")
+    ensure_writable_dir(args.results_dir)
+    s = analyse(args.coco_dataType, args.results_dir, args.coco_root, args.fir_img_num,
+                args.match_oks, args.ensemble)
+    c = s["counts"]
+    print(f"{s['data_type']}: {c['images']} images ({c['images_without_people']} where no "
+          f"expert found anyone), {c['people']} people, {c['flagged']} flagged "
+          f"(seen by fewer than 2 experts); mean disagreement translational "
+          f"{_num(s['mean']['translational'])}, rotational {_num(s['mean']['rotational'])}")
+    for note in s["notes"]:
+        print(f"note: {note}")
+    if "correlation" in s:
+        print(f"{'measure':<14}{'model':<13}{'pearson (p)':>20}{'spearman (p)':>20}{'AUSE':>8}")
+        for m in MEASURES:
+            for label in MODEL_LABELS:
+                if label not in s["correlation"][m]:
+                    continue
+                r = s["correlation"][m][label]
+                print(f"{m:<14}{label:<13}"
+                      f"{_num(r['pearson_r']):>11} ({_num(r['pearson_p'])})"
+                      f"{_num(r['spearman_r']):>11} ({_num(r['spearman_p'])})"
+                      f"{s['ause'][m][label]:>8.3f}")
+        fractions = sorted({r["rejected_fraction"] for r in s["risk_coverage"]})
+        print("risk-coverage: AP on the people kept / AP against all ground truth, after "
+              "rejecting the most uncertain people")
+        print(f"{'measure':<14}{'model':<13}" + "".join(f"{f:>14.0%}" for f in fractions))
+        table = {}
+        for r in s["risk_coverage"]:
+            table.setdefault((r["measure"], r["model"]), []).append(
+                f"{r['ap_kept_people']:.3f}/{r['ap']:.3f}")
+        for (m, label), cells in table.items():
+            print(f"{m:<14}{label:<13}" + "".join(f"{c:>14}" for c in cells))
+    print(f"written to {args.results_dir}: {', '.join(s['files'])}")
+
+
+if __name__ == "__main__":
+    main()
