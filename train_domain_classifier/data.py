@@ -1,0 +1,277 @@
+"""Images for the domain classifier: the split, the effected-image cache, the datasets.
+
+Classes are the experts' effects in model.paths.EXPERT_EFFECTS order: 0 normal, 1 dark,
+2 motion blur. Every image is shown once per class (exactly balanced). The effect is applied
+by model.effects at the image's ORIGINAL resolution, as the evaluation sets are made (a 30 px
+blur at full size is only a few pixels at 112), and only then resized.
+
+Split: training and validation images both come from train2014 (seeded, `val_fraction` of
+the images held out for validation). The evaluation sets val2014_random1k* are drawn from
+val2014, so neither training nor validation images can be in them.
+
+Decoding, applying the effect and resizing are done once per image and stored in a uint8
+cache file (N, 3 classes, S, S, 3 RGB) that every epoch, every DataLoader worker and every
+DDP process memory-maps. The training cache is stored 1.25x larger than the input so the
+random crop downsamples instead of blurring by upsampling (blur is a class here).
+"""
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from model import files, paths
+from model.cli import UserError
+from model.effects import BLUR_LENGTH, DARK_FACTOR, PIXEL_EFFECTS
+from model.torch_compat import torchvision
+
+log = logging.getLogger("domain_classifier")
+
+CLASS_EFFECTS = paths.EXPERT_EFFECTS                      # ("", "_dark", "_motion_blur")
+CLASS_NAMES = tuple(paths.EFFECT_NAMES[e] for e in CLASS_EFFECTS)
+NUM_CLASSES = len(CLASS_EFFECTS)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TRAIN_CACHE_SCALE = 1.25
+# Mild random resized crop: area 64-100 % of the (1.25x) cached image, aspect 3:4 to 4:3.
+CROP_SCALE = (0.64, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+CACHE_VERSION = 1
+TRAIN_SPLIT = "train2014"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    image_id: int
+    path: str
+
+
+def load_image_refs(coco_root, data_type):
+    """Images listed in the annotation file of `data_type` that exist on disk.
+
+    Image ids come from the annotation file, never from file names. Listed images whose file
+    is missing are skipped with a warning and a count."""
+    ann_path = paths.annotation_file(coco_root, data_type)
+    data = files.read_json(ann_path, "annotation file")
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise UserError(f"annotation file has no 'images' list: {ann_path}")
+    folder = paths.image_dir(coco_root, data_type)
+    if not folder.is_dir():
+        raise UserError(f"image folder not found: {folder}")
+    present = set(os.listdir(folder))
+    refs, missing = [], 0
+    for entry in images:
+        try:
+            image_id = int(entry["id"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"an image entry without a valid 'id' in {ann_path}") from None
+        name = entry.get("file_name") or paths.image_file_name(data_type, image_id)
+        if name in present:
+            refs.append(ImageRef(image_id, str(folder / name)))
+        else:
+            missing += 1
+    if missing:
+        log.warning("%d of %d images listed in %s are missing from %s: skipped",
+                    missing, len(images), ann_path.name, folder)
+    if not refs:
+        raise UserError(f"no images of {ann_path.name} found in {folder} (empty data folder?)")
+    return refs
+
+
+def split_images(refs, val_fraction, seed, max_images=0):
+    """Seeded split of `refs` into (train, validation), both sorted by image id.
+
+    max_images > 0 first draws that many images (seeded) to train on a subset."""
+    if not 0 < val_fraction < 1:
+        raise UserError(f"--val_fraction must be between 0 and 1, got {val_fraction}")
+    refs = sorted(refs, key=lambda r: r.image_id)
+    order = np.random.default_rng(seed).permutation(len(refs))
+    if max_images > 0:
+        order = order[:max_images]
+    if len(order) < 2:
+        raise UserError(f"need at least 2 images to split into training and validation, "
+                        f"got {len(order)}")
+    n_val = min(max(1, int(round(val_fraction * len(order)))), len(order) - 1)
+    val = sorted((refs[i] for i in order[:n_val]), key=lambda r: r.image_id)
+    train = sorted((refs[i] for i in order[n_val:]), key=lambda r: r.image_id)
+    return train, val
+
+
+def read_image(path):
+    """BGR uint8 image, or None if the file cannot be decoded."""
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+
+def prepare_image(bgr, effect, size):
+    """Effect at the original resolution, then an area resize to size x size, as RGB."""
+    image = PIXEL_EFFECTS[effect](bgr)
+    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def normalise(chw_uint8):
+    """uint8 (3, H, W) RGB -> float32 normalised with ImageNet's per-channel statistics."""
+    x = chw_uint8.float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (x - mean) / std
+
+
+# ----------------------------------------------------------------------------- the cache
+class _PrepareDataset(Dataset):
+    def __init__(self, refs, size):
+        self.refs, self.size = refs, size
+
+    def __len__(self):
+        return len(self.refs)
+
+    def __getitem__(self, i):
+        bgr = read_image(self.refs[i].path)
+        if bgr is None:
+            return i, None
+        return i, np.stack([prepare_image(bgr, e, self.size) for e in CLASS_EFFECTS])
+
+
+def _keep(item):
+    return item
+
+
+def cache_key(refs, size):
+    """Hash of everything that decides the cache's content, file sizes and times included."""
+    h = hashlib.sha1()
+    h.update(json.dumps({"version": CACHE_VERSION, "size": size, "effects": CLASS_EFFECTS,
+                         "dark": DARK_FACTOR, "blur": BLUR_LENGTH}).encode())
+    for r in refs:
+        try:
+            st = os.stat(r.path)
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = (-1, -1)
+        h.update(f"{r.image_id}|{os.path.abspath(r.path)}|{stamp}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_files(refs, size, cache_dir):
+    key = cache_key(refs, size)
+    return Path(cache_dir) / f"images_{size}px_{key}.npy", Path(cache_dir) / f"images_{size}px_{key}.json"
+
+
+def open_cache(refs, size, cache_dir, workers=0, build=True, desc="cache"):
+    """Return (npy path, ok mask per image), building the cache first if needed.
+
+    Undecodable images get ok = False (skipped and counted). With build=False a missing cache
+    is an error (DDP ranks other than 0 wait for rank 0 to build it)."""
+    npy, meta = cache_files(refs, size, cache_dir)
+    if meta.is_file() and npy.is_file():
+        ok = np.asarray(files.read_json(meta, "cache index")["ok"], bool)
+        log.info("%s: %d images at %d px from %s", desc, len(refs), size, npy)
+        return npy, ok
+    if not build:
+        raise UserError(f"image cache {npy} was not built")
+    start = time.time()
+    log.info("%s: preparing %d images x %d classes at %d px -> %s",
+             desc, len(refs), NUM_CLASSES, size, npy)
+    ok = np.zeros(len(refs), bool)
+    loader = DataLoader(_PrepareDataset(refs, size), batch_size=None, shuffle=False,
+                        num_workers=workers, collate_fn=_keep, worker_init_fn=_quiet_worker)
+    with files.atomic_path(npy) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                          shape=(len(refs), NUM_CLASSES, size, size, 3))
+        for i, stack in tqdm(loader, total=len(refs), desc=desc, unit="img", leave=False):
+            if stack is not None:
+                array[i] = stack
+                ok[i] = True
+        array.flush()
+        del array
+    bad = int((~ok).sum())
+    if bad:
+        log.warning("%s: %d of %d images could not be decoded: skipped", desc, bad, len(refs))
+    files.write_json(meta, {"ok": ok.tolist(), "image_ids": [r.image_id for r in refs],
+                            "paths": [r.path for r in refs], "size": size,
+                            "classes": list(CLASS_NAMES), "skipped": bad})
+    log.info("%s: done in %.1f s (%d usable, %d skipped)", desc, time.time() - start,
+             int(ok.sum()), bad)
+    return npy, ok
+
+
+def _quiet_worker(worker_id):
+    cv2.setNumThreads(1)   # workers already run in parallel; OpenCV threads would oversubscribe
+
+
+# ----------------------------------------------------------------------------- datasets
+class EffectDataset(Dataset):
+    """(image, class) pairs from a cache: item i is image rows[i // 3] with effect i % 3."""
+
+    def __init__(self, cache_file, rows, input_size, train):
+        self.cache_file = str(cache_file)
+        self.rows = np.asarray(rows, np.int64)
+        self.input_size = input_size
+        self.train = train
+        self._array = None  # opened lazily so the dataset pickles into workers cheaply
+        # Horizontal flips keep the horizontal motion blur horizontal; no rotations for that
+        # reason.
+        self.crop = torchvision.transforms.RandomResizedCrop(
+            input_size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True)
+
+    def __len__(self):
+        return len(self.rows) * NUM_CLASSES
+
+    def labels(self):
+        return np.tile(np.arange(NUM_CLASSES), len(self.rows))
+
+    @property
+    def array(self):
+        if self._array is None:
+            self._array = np.load(self.cache_file, mmap_mode="r")
+        return self._array
+
+    def __getitem__(self, i):
+        row, label = divmod(int(i), NUM_CLASSES)
+        image = torch.from_numpy(np.array(self.array[self.rows[row], label])).permute(2, 0, 1)
+        if self.train:
+            image = self.crop(image)
+            if torch.rand(()) < 0.5:
+                image = image.flip(-1)
+        elif image.shape[-1] != self.input_size:
+            image = torchvision.transforms.functional.resize(
+                image, [self.input_size, self.input_size], antialias=True)
+        return normalise(image), label
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_array"] = None
+        return state
+
+
+class ImageFileDataset(Dataset):
+    """Images decoded from files as they are (no effect added): the evaluation sets.
+
+    Item: (normalised image, index, ok); ok is False for an undecodable file."""
+
+    def __init__(self, refs, input_size):
+        self.refs, self.input_size = refs, input_size
+
+    def __len__(self):
+        return len(self.refs)
+
+    def __getitem__(self, i):
+        bgr = read_image(self.refs[i].path)
+        if bgr is None:
+            return torch.zeros(3, self.input_size, self.input_size), i, False
+        rgb = prepare_image(bgr, "", self.input_size)
+        return normalise(torch.from_numpy(rgb).permute(2, 0, 1)), i, True
+
+
+def worker_init_fn(worker_id):
+    """Seed NumPy from torch's per-worker seed (itself derived from the loader's generator)."""
+    _quiet_worker(worker_id)
+    np.random.seed(torch.initial_seed() % 2**32)

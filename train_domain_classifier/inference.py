@@ -1,0 +1,121 @@
+"""Loading a trained classifier, validating it and predicting the evaluation sets."""
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model import files, paths
+from model.cli import UserError
+from train_domain_classifier import data, engine, runs
+from train_domain_classifier.network import DomainClassifier, load_model_state
+
+log = logging.getLogger("domain_classifier")
+
+
+def load_classifier(spec, log_dir, arch=None, device="cpu"):
+    """(model in eval mode, checkpoint state, path) for a checkpoint file, a run folder or
+    None (the newest run in log_dir; a folder gives its best epoch, else its last)."""
+    engine.check_device(device)
+    path, why = runs.resolve_checkpoint(spec, log_dir, prefer_best=True)
+    state = runs.load_checkpoint(path)
+    runs.check_arch(state, arch, path)
+    model = DomainClassifier(state["arch"])
+    load_model_state(model, state["model"], path)
+    log.info("checkpoint %s (%s): %s, epoch %s, %s px, run seed %s", path, why, state["arch"],
+             state.get("epoch"), state.get("input_size"), state.get("seed"))
+    return model.to(device).eval(), state, path
+
+
+def validation_dataset(state, coco_root=None, cache_dir=None, workers=0):
+    """The validation images of the checkpoint's run (same split rule, seed and fraction)."""
+    config = state.get("config", {})
+    root = coco_root or config.get("coco_root") or paths.DEFAULT_COCO_ROOT
+    refs = data.load_image_refs(root, data.TRAIN_SPLIT)
+    _, val_refs = data.split_images(refs, config.get("val_fraction", 0.1), state.get("seed", 0),
+                                    config.get("max_images", 0))
+    cache_dir = cache_dir or config.get("cache_dir") or Path(
+        config.get("log_dir", paths.DOMAIN_LOG_DIR)) / "cache"
+    npy, ok = data.open_cache(val_refs, state["input_size"], cache_dir, workers,
+                              desc="validation images")
+    if not ok.any():
+        raise UserError("none of the validation images can be decoded")
+    return data.EffectDataset(npy, np.flatnonzero(ok), state["input_size"], train=False)
+
+
+def validate(model, dataset, batch_size=64, workers=0, device="cpu"):
+    loader = engine.make_loader(dataset, batch_size, workers)
+    return engine.evaluate(model, loader, engine.Dist(device=torch.device(device)))
+
+
+def write_validation(out_dir, metrics, checkpoint, state):
+    """metrics.json, confusion.csv and confusion.png (rows: true class, columns: predicted)."""
+    out_dir = Path(out_dir)
+    names = list(data.CLASS_NAMES)
+    report = dict(metrics, classes=names, checkpoint=str(checkpoint), epoch=state.get("epoch"),
+                  arch=state["arch"], input_size=state["input_size"], seed=state.get("seed"))
+    files.write_json(out_dir / "metrics.json", report, indent=1)
+    rows = [[f"true_{n}"] + row for n, row in zip(names, metrics["confusion"])]
+    files.write_csv(out_dir / "confusion.csv", rows, [""] + [f"pred_{n}" for n in names])
+    _confusion_png(out_dir / "confusion.png", np.asarray(metrics["confusion"]), names,
+                   f"{Path(checkpoint).name}: accuracy {metrics['accuracy']:.4f}")
+    return report
+
+
+def _confusion_png(path, confusion, names, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    ax.imshow(confusion, cmap="Blues")
+    for (i, j), v in np.ndenumerate(confusion):
+        ax.text(j, i, str(int(v)), ha="center", va="center",
+                color="white" if v > confusion.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def eval_set_refs(coco_root, data_type):
+    if data_type not in paths.EVAL_DATATYPES:
+        raise UserError(f"unknown --coco_dataType {data_type!r}; choose from "
+                        f"{', '.join(paths.EVAL_DATATYPES)}")
+    return data.load_image_refs(coco_root, data_type)
+
+
+def predict_eval_set(model, state, coco_root, data_type, batch_size=64, workers=0,
+                     device="cpu"):
+    """[{image_id, effect_prob: [p_normal, p_dark, p_motion_blur]}] in annotation order, and
+    the number of undecodable images skipped."""
+    start = time.time()
+    refs = eval_set_refs(coco_root, data_type)
+    dataset = data.ImageFileDataset(refs, state["input_size"])
+    loader = engine.make_loader(dataset, batch_size, workers)
+    indices, probs, skipped = engine.predict(model, loader, torch.device(device), desc=data_type)
+    if skipped:
+        log.warning("%s: %d of %d images could not be decoded: skipped (e.g. %s)", data_type,
+                    len(skipped), len(refs), refs[skipped[0]].path)
+    if not indices:
+        raise UserError(f"none of the {len(refs)} images of {data_type} could be decoded")
+    results = [{"image_id": refs[i].image_id, "effect_prob": [round(float(p), 6) for p in row]}
+               for i, row in zip(indices, probs)]
+    log.info("%s: %d images predicted in %.1f s", data_type, len(results), time.time() - start)
+    return results, len(skipped)
+
+
+def distribution(results):
+    """Counts of the most probable class and the mean probabilities."""
+    if not results:
+        return {"images": 0, "counts": {n: 0 for n in data.CLASS_NAMES}, "mean_prob": []}
+    probs = np.array([r["effect_prob"] for r in results])
+    counts = np.bincount(probs.argmax(1), minlength=data.NUM_CLASSES)
+    return {"images": len(results),
+            "counts": {n: int(c) for n, c in zip(data.CLASS_NAMES, counts)},
+            "mean_prob": [round(float(v), 4) for v in probs.mean(0)]}

@@ -1,0 +1,233 @@
+"""The training run behind train.py: configuration, resume, epochs, checkpoints and logs."""
+import logging
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+
+from model import files, paths
+from model.cli import UserError
+from train_domain_classifier import data, engine, runs
+from train_domain_classifier.network import build_classifier, load_model_state
+
+log = logging.getLogger("domain_classifier")
+
+# The recipe of REFERENCE section 7. A resumed run keeps all of these from its checkpoint;
+# giving one that differs is an error that names it.
+RECIPE = {"arch": "resnet50", "input_size": 112, "batch_size": 32, "lr": 1e-3,
+          "weight_decay": 1e-4, "milestones": [30, 60], "gamma": 0.1, "val_fraction": 0.1,
+          "max_images": 0, "seed": 0}
+# Settings a resumed run may change (more epochs, other workers, data moved elsewhere).
+FREE = {"epochs": 100, "workers": 2, "coco_root": str(paths.DEFAULT_COCO_ROOT),
+        "log_dir": str(paths.DOMAIN_LOG_DIR), "cache_dir": None, "keep_last": 0,
+        "device": "auto", "pretrained": "auto"}
+CSV_HEADER = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+              "seconds"]
+
+
+def _plain(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def resolve_config(given, resume=None):
+    """Full configuration from the flags given (None = not given) and a resumed checkpoint.
+
+    Returns (config, checkpoint state or None, checkpoint path or None)."""
+    given = {k: _plain(v) for k, v in given.items()}
+    state = path = None
+    if resume is not None:
+        path, _ = runs.resolve_checkpoint(resume, given.get("log_dir") or FREE["log_dir"],
+                                          prefer_best=False)
+        state = runs.load_checkpoint(path)
+        stored = state.get("config", {})
+        runs.check_arch(state, given.get("arch"), path)
+        config = {}
+        for key, default in RECIPE.items():
+            value = stored.get(key, default)
+            if given.get(key) is not None and given[key] != value:
+                raise UserError(f"--{key} {given[key]} differs from the resumed run's {value} "
+                                f"({path}); leave it out to continue that run")
+            config[key] = value
+        for key, default in FREE.items():
+            config[key] = given[key] if given.get(key) is not None else stored.get(key, default)
+    else:
+        config = {k: given[k] if given.get(k) is not None else v for k, v in RECIPE.items()}
+        config.update({k: given[k] if given.get(k) is not None else v for k, v in FREE.items()})
+    if config["epochs"] < 1 or config["batch_size"] < 1 or config["input_size"] < 16:
+        raise UserError("--epochs and --batch_size must be >= 1 and --input_size >= 16")
+    return config, state, path
+
+
+def summary_writer(folder, purge_step):
+    # torch.utils.tensorboard imports the tensorboard package, which loads all of TensorFlow
+    # (seconds and hundreds of MB per process) unless its "no TensorFlow" marker module exists;
+    # event files are written the same either way.
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(str(folder), purge_step=purge_step)
+
+
+def prepare_data(config, d):
+    """Split, caches (built by rank 0) and the two datasets."""
+    start = time.time()
+    refs = data.load_image_refs(config["coco_root"], data.TRAIN_SPLIT)
+    train_refs, val_refs = data.split_images(refs, config["val_fraction"], config["seed"],
+                                             config["max_images"])
+    cache_dir = Path(config["cache_dir"] or Path(config["log_dir"]) / "cache")
+    size = config["input_size"]
+    train_size = int(round(size * data.TRAIN_CACHE_SCALE))
+    # Rank 0 builds the caches while the other ranks wait, then they all memory-map them.
+    if not d.main:
+        engine.barrier(d)
+    caches = [data.open_cache(train_refs, train_size, cache_dir, config["workers"], d.main,
+                              "training images"),
+              data.open_cache(val_refs, size, cache_dir, config["workers"], d.main,
+                              "validation images")]
+    if d.main:
+        engine.barrier(d)
+    (train_npy, train_ok), (val_npy, val_ok) = caches
+    if not train_ok.any() or not val_ok.any():
+        raise UserError("no decodable images left for training or validation")
+    train_ds = data.EffectDataset(train_npy, np.flatnonzero(train_ok), size, train=True)
+    val_ds = data.EffectDataset(val_npy, np.flatnonzero(val_ok), size, train=False)
+    split = {"seed": config["seed"], "val_fraction": config["val_fraction"],
+             "train_image_ids": [r.image_id for r, ok in zip(train_refs, train_ok) if ok],
+             "val_image_ids": [r.image_id for r, ok in zip(val_refs, val_ok) if ok],
+             "skipped_image_ids": [r.image_id for r, ok in zip(train_refs + val_refs,
+                                                               np.r_[train_ok, val_ok]) if not ok]}
+    log.info("data: %d training images (%d samples), %d validation images (%d samples), "
+             "%d skipped, %.1f s", len(split["train_image_ids"]), len(train_ds),
+             len(split["val_image_ids"]), len(val_ds), len(split["skipped_image_ids"]),
+             time.time() - start)
+    return train_ds, val_ds, split
+
+
+def train(config, state=None, resume_path=None):
+    d = engine.setup_distributed(config["device"])
+    try:
+        return _train(config, state, resume_path, d)
+    finally:
+        engine.cleanup_distributed(d)
+
+
+def _train(config, state, resume_path, d):
+    started = time.time()
+    seed = config["seed"]
+    torch.manual_seed(seed)
+    if state is not None:
+        run_dir = runs.run_dir_of(resume_path)
+        if d.main:  # a kill during a checkpoint write leaves its temporary file behind
+            for stale in (run_dir / "checkpoints").glob(".model_*.tmp"):
+                stale.unlink(missing_ok=True)
+    else:
+        run_dir = engine.broadcast_object(d, runs.new_run_dir(config["log_dir"]) if d.main else None)
+    run_dir = Path(run_dir)
+    train_ds, val_ds, split = prepare_data(config, d)
+
+    model = build_classifier(config["arch"], "none" if state else config["pretrained"])
+    if state is not None:
+        load_model_state(model, state["model"], resume_path)
+    model.to(d.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"],
+                                  weight_decay=config["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config["milestones"],
+                                                     gamma=config["gamma"])
+    start_epoch, history, best = 0, [], None
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history, best = state["epoch"], list(state["history"]), state.get("best")
+        log.info("resumed %s at epoch %d of %d", resume_path, start_epoch, config["epochs"])
+        if d.main and best is not None:  # best.json may name an epoch of the abandoned future
+            files.write_json(run_dir / runs.BEST_FILE, best, indent=1)
+    elif d.main:
+        files.write_json(run_dir / "config.json", dict(config, world_size=d.world), indent=1)
+        files.write_json(run_dir / "split.json", split)
+    if start_epoch >= config["epochs"]:
+        log.info("nothing to do: the run already has %d epochs", start_epoch)
+        return run_dir
+    net = model
+    if d.active:
+        net = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda"
+                                      else None)
+
+    sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True,
+                                 seed=seed)
+    generator = torch.Generator()
+    # Dropping the ragged last batch avoids a 1-sample BatchNorm batch; kept when it is all.
+    train_loader = engine.make_loader(train_ds, config["batch_size"], config["workers"], sampler,
+                                      generator, drop_last=len(sampler) >= config["batch_size"])
+    val_loader = engine.make_loader(engine.shard(val_ds, d), config["batch_size"],
+                                    config["workers"])
+    criterion = engine.make_criterion()
+    writer = summary_writer(run_dir / "tensorboard", start_epoch + 1) if d.main else None
+    log.info("training %s at %d px on %s x %d process(es), batch %d per process, epochs %d..%d, "
+             "seed %d -> %s", config["arch"], config["input_size"], d.device.type, d.world,
+             config["batch_size"], start_epoch + 1, config["epochs"], seed, run_dir)
+
+    for epoch in range(start_epoch + 1, config["epochs"] + 1):
+        t0 = time.time()
+        sampler.set_epoch(epoch)
+        s = engine.epoch_seed(seed, epoch, d.rank)
+        generator.manual_seed(s)
+        torch.manual_seed(s)
+        lr = optimizer.param_groups[0]["lr"]
+        tr = engine.train_one_epoch(net, train_loader, criterion, optimizer, d,
+                                    desc=f"epoch {epoch}")
+        engine.sync_buffers(model, d)
+        va = engine.evaluate(model, val_loader, d)
+        scheduler.step()
+        row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
+               "val_loss": va["loss"], "val_accuracy": va["accuracy"],
+               "seconds": round(time.time() - t0, 3), "train_samples": tr["samples"],
+               "val_samples": va["samples"]}
+        history.append(row)
+        ckpt = runs.checkpoint_path(run_dir, epoch)
+        improved = best is None or (va["accuracy"], -va["loss"]) > (best["val_accuracy"],
+                                                                     -best["val_loss"])
+        if improved:
+            best = {"epoch": epoch, "val_accuracy": va["accuracy"], "val_loss": va["loss"],
+                    "checkpoint": str(ckpt.relative_to(run_dir)), "seed": seed}
+        if d.main:
+            runs.save_checkpoint(ckpt, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "arch": config["arch"],
+                "input_size": config["input_size"], "seed": seed,
+                "classes": list(data.CLASS_NAMES), "config": config, "history": history,
+                "best": best, "val": va})
+            if improved:
+                files.write_json(run_dir / runs.BEST_FILE, best, indent=1)
+            files.write_csv(run_dir / "log.csv", [[r[k] for k in CSV_HEADER] for r in history],
+                            CSV_HEADER)
+            for key in CSV_HEADER[1:-1]:
+                writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
+            writer.flush()
+            _prune(run_dir, config["keep_last"], best["epoch"])
+        log.info("epoch %d/%d  lr %.1e  train loss %.4f acc %.4f  val loss %.4f acc %.4f  "
+                 "%.1f s -> %s%s", epoch, config["epochs"], lr, tr["loss"], tr["accuracy"],
+                 va["loss"], va["accuracy"], row["seconds"], ckpt.name,
+                 " (best)" if improved else "")
+    if writer is not None:
+        writer.close()
+    log.info("done in %.1f s: best epoch %d, validation accuracy %.4f, loss %.4f (%s)",
+             time.time() - started, best["epoch"], best["val_accuracy"], best["val_loss"],
+             run_dir / best["checkpoint"])
+    return run_dir
+
+
+def _prune(run_dir, keep_last, best_epoch):
+    if keep_last <= 0:
+        return
+    found = runs.list_checkpoints(run_dir)
+    for epoch, path in found[:-keep_last]:
+        if epoch != best_epoch:
+            path.unlink(missing_ok=True)
