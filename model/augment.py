@@ -25,6 +25,7 @@ import math
 import cv2
 import numpy as np
 
+from model.coco_data import BOX_SIZE
 from model.skeleton import FLIP_CMU
 
 
@@ -67,7 +68,9 @@ def _base_scale(scale_provided, params):
     scale_provided = float(scale_provided)
     if not (math.isfinite(scale_provided) and scale_provided > 0):
         raise ValueError(f"scale_provided must be positive, got {scale_provided}")
-    return params.target_dist / scale_provided
+    # scale_provided is bbox height / 368 (the reference's box size): the main person ends up
+    # target_dist * crop_size pixels tall, also for crops smaller than 368.
+    return params.target_dist * params.crop_size / BOX_SIZE / scale_provided
 
 
 def random_transform(rng, objpos, scale_provided, params=AugmentParams()):

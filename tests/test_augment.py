@@ -125,6 +125,13 @@ def test_person_height_in_the_centre_crop_is_target_dist():
     assert span == pytest.approx(0.92 * 0.6 * 368, rel=1e-4)
 
 
+def test_person_height_follows_a_smaller_crop_size():
+    sample = blob_sample([0, 1, 2], height=120.0)
+    _, _, joints = center_crop(sample, AugmentParams(crop_size=184))
+    span = joints[0, :, 1].max() - joints[0, :, 1].min()
+    assert span == pytest.approx(0.92 * 0.6 * 184, rel=1e-4)
+
+
 def test_borders_are_grey_in_the_image_and_compute_in_the_mask():
     sample = blob_sample([0, 1, 2], centre=(40.0, 30.0), height=200.0, size=(60, 80))
     sample = sample._replace(mask_miss=np.zeros((60, 80), np.uint8))
