@@ -61,17 +61,18 @@ def gaussian_radius(sigma):
 
 
 def smooth_heatmaps(heatmaps, sigma_yx):
-    """Gaussian smoothing of the 18 part channels, border reflected like scipy's default."""
+    """Gaussian smoothing, border reflected like scipy's default: (h, w, C) contiguous, C = 18
+    or 19. A 19th (background) channel is smoothed too, which is cheaper than copying the 18
+    parts out of a contiguous 19-channel map; callers ignore it."""
     sy, sx = sigma_yx
     ksize = (2 * gaussian_radius(sx) + 1, 2 * gaussian_radius(sy) + 1)
     maps = np.asarray(heatmaps, dtype=np.float32)
     if not maps.flags.c_contiguous:
         maps = np.ascontiguousarray(maps[..., :NUM_PARTS])
     if sx <= 0 and sy <= 0:
-        return maps[..., :NUM_PARTS]
-    # Blurring the background channel too is cheaper than copying the 18 parts out.
+        return maps
     out = cv2.GaussianBlur(maps, ksize, sigmaX=sx, sigmaY=sy, borderType=cv2.BORDER_REFLECT)
-    return out.reshape(maps.shape)[..., :NUM_PARTS]
+    return out.reshape(maps.shape)
 
 
 class Peaks:
@@ -98,7 +99,9 @@ def find_peaks(heatmaps, thre1=THRE1, sigma=PEAK_SIGMA, pixel_size=1.0, refine=F
     # Only pixels above the threshold can be peaks: test their 4 neighbours sparsely (flat
     # indices, one gather each) instead of comparing whole shifted copies of the maps.
     flat = smooth.ravel()
-    index = np.flatnonzero(flat > thre1)
+    above = smooth > thre1
+    above[..., NUM_PARTS:] = False              # the background channel has no peaks
+    index = np.flatnonzero(above)
     ys, rest = np.divmod(index, w * n)
     xs, ps = np.divmod(rest, n)
     centre = flat[index]

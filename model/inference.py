@@ -11,14 +11,16 @@ of `scale_search`, so the default [1.0] feeds the image at its native resolution
 boxsize the configuration's training crop, CMU's 368): a network trained on people about
 0.6 * input_size tall (the small configuration: 184) sees people of the size it learnt.
 
-The resolution step: the network's stride-8 maps of the padded input are resampled (cubic)
-straight onto a working grid of ceil(H / r) x ceil(W / r) pixels for an image of H x W and
+The resolution step: the network's stride-8 maps of the padded input are resampled straight
+onto a working grid of ceil(H / r) x ceil(W / r) pixels for an image of H x W and
 `resolution` r: one cv2.resize whose scale maps cell j's centre (input pixel 8j + 3.5, the
 convention of model.targets) onto the image pixel it describes, so upsampling x8, cropping
 the padding and resizing to the image, as the reference does in three steps, become one. With
-r = 1 the grid is the image; r > 1 is a coarser grid of pixel size H / ceil(H / r) (about r)
+r = 1 the grid is the image and the resampling cubic, as the reference's; r > 1 is a coarser
+grid of pixel size H / ceil(H / r) (about r), resampled bilinearly (half the cost of cubic),
 on which decoding is r^2 times cheaper; model.decode maps its peaks back to image
-coordinates (with sub-pixel refinement, which keeps AP within 0.005: see README). Maps of all
+coordinates with sub-pixel refinement. On ideal maps of synthetic val, r = 2 keeps AP within
+0.005 of r = 1 (see README). Maps of all
 scales, flips and models are averaged on that grid. A flipped input's maps are flipped back
 with left and right parts swapped and the PAFs' x components negated.
 """
@@ -45,7 +47,7 @@ SCALE_MODES = ("native", "boxsize")
 DEFAULT_BOXSIZE = 368
 # Working grid of the decoder in image pixels per map pixel (see the module docstring and
 # README "Decoding"). On ideal stride-8 maps of synthetic val, 2 stays within 0.005 AP of full
-# resolution (60 images: 0.0018; 150 images: 0.0032); 3 did not on every sample (0.0098).
+# resolution (60 images: 0.0041; 150 images: 0.0017); 3 did not (60 images: 0.0081).
 DEFAULT_RESOLUTION = 2
 DEFAULT_EPOCH = 100
 
@@ -110,8 +112,9 @@ def to_working_grid(maps, image_hw, scale, resolution=1, stride=STRIDE):
     (hw, ww), (py, px) = working_grid(image_hw, resolution)
     # Working pixel u sits at image x = (u + 0.5) * px - 0.5, i.e. at network cell
     # (u + 0.5) * px * scale / stride - 0.5: exactly cv2.resize's mapping for fx below.
+    interpolation = cv2.INTER_CUBIC if resolution == 1 else cv2.INTER_LINEAR
     out = cv2.resize(np.asarray(maps, np.float32), None, fx=stride / (px * scale),
-                     fy=stride / (py * scale), interpolation=cv2.INTER_CUBIC)
+                     fy=stride / (py * scale), interpolation=interpolation)
     if out.ndim == 2:
         out = out[..., None]
     out = out[:hw, :ww]
