@@ -22,10 +22,14 @@ log = logging.getLogger("experiment")
 class Step:
     name: str
     command: list                      # argv; "python" is replaced by this interpreter
-    outputs: list = field(default_factory=list)
+    outputs: object = field(default_factory=list)   # paths, or a callable returning them
+                                                    # (for names known only after earlier steps)
 
     def argv(self):
         return [sys.executable if a == "python" else str(a) for a in self.command]
+
+    def output_paths(self):
+        return [Path(p) for p in (self.outputs() if callable(self.outputs) else self.outputs)]
 
 
 class Runner:
@@ -45,11 +49,15 @@ class Runner:
             recorded = json.loads(marker.read_text())
         except json.JSONDecodeError:
             return False
+        try:
+            outputs = step.output_paths()
+        except (OSError, ValueError, KeyError):
+            return False
         return (recorded.get("command") == [str(a) for a in step.command]
-                and all(Path(p).exists() for p in step.outputs))
+                and all(p.exists() for p in outputs))
 
-    def run(self, step, index, total):
-        prefix = f"[{index}/{total}] {step.name}"
+    def run(self, step):
+        prefix = f"[step {len(self.timings) + 1}] {step.name}"
         if self.is_done(step):
             log.info("%s: already complete, skipped", prefix)
             self.timings.append((step.name, 0.0, "skipped"))
@@ -61,7 +69,7 @@ class Runner:
         if result.returncode != 0:
             raise UserError(f"step '{step.name}' failed (exit {result.returncode}); "
                             f"fix the cause and rerun: finished steps are skipped")
-        missing = [str(p) for p in step.outputs if not Path(p).exists()]
+        missing = [str(p) for p in step.output_paths() if not p.exists()]
         if missing:
             raise UserError(f"step '{step.name}' finished but did not write {missing[0]}")
         files.write_json(self._marker(step), {"command": [str(a) for a in step.command],
@@ -70,6 +78,6 @@ class Runner:
         log.info("%s: done in %.1f s", prefix, seconds)
 
     def run_all(self, steps):
-        for i, step in enumerate(steps, 1):
-            self.run(step, i, len(steps))
+        for step in steps:
+            self.run(step)
         return self.timings

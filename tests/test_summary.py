@@ -1,0 +1,384 @@
+"""The experiment summary (model/summary.py): right numbers in the right cells, n/a where an
+input is missing, the acceptance checks, the figures."""
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from model import ensemble as ens
+from model import evaluation, files, paths, summary
+from model import uncertainty as unc
+from model.train import CSV_HEADER as EXPERT_HEADER
+
+N = 6                                   # images per test set
+BLUR = paths.EVAL_BASE + "_motion_blur"
+NORMAL = paths.EVAL_DATATYPES[0]
+# x, y of the 17 COCO keypoints of a standing person, in units of its height
+BODY = np.array([[0, .05], [.02, .03], [-.02, .03], [.04, .04], [-.04, .04], [.12, .18],
+                 [-.12, .18], [.16, .35], [-.16, .35], [.18, .5], [-.18, .5], [.08, .52],
+                 [-.08, .52], [.09, .75], [-.09, .75], [.09, .97], [-.09, .97]])
+
+
+def person(cx, top, height):
+    kp = np.zeros((17, 3))
+    kp[:, 0] = cx + BODY[:, 0] * height
+    kp[:, 1] = top + BODY[:, 1] * height
+    kp[:, 2] = 2
+    return kp
+
+
+def people_of(i):
+    """Image i: one person, two apart, or (i = 3) two overlapping (a crowded image)."""
+    if i % 3 == 0:
+        out = [person(60, 15, 80)]
+        return out + [person(66, 18, 80)] if i == 3 else out
+    if i % 3 == 1:
+        return [person(45, 20, 85), person(115, 25, 80)]
+    return [person(80, 20, 90)]
+
+
+def noise(domain, expert):
+    """Pixel noise of an expert's keypoints on a domain: small on its own domain."""
+    own = {"_resolution": ""}.get(domain, domain)
+    return 1.0 if expert == own else 7.0
+
+
+def write_scene(root, with_uncertainty=True):
+    """coco/, eval/, domain/ of four test sets, each evaluated by the real writers: the three
+    experts (noisy copies of the ground truth), the routed ensemble (model.ensemble.run) and
+    a fused one; uncertainty by model.uncertainty.analyse."""
+    rng = np.random.default_rng(0)
+    coco, eval_dir, domain = root / "coco", root / "eval", root / "domain"
+    ids = [500 + i for i in range(N)]
+    for effect in paths.TEST_EFFECTS:
+        t = paths.EVAL_BASE + effect
+        s = 0.5 if effect == "_resolution" else 1.0
+        images, anns = [], []
+        folder = paths.image_dir(coco, t)
+        folder.mkdir(parents=True)
+        for i, image_id in enumerate(ids):
+            w, h = int(160 * s), int(120 * s)
+            images.append({"id": image_id, "width": w, "height": h,
+                           "file_name": paths.image_file_name(t, image_id)})
+            cv2.imwrite(str(folder / paths.image_file_name(t, image_id)),
+                        np.full((h, w, 3), 90 + 20 * i, np.uint8))
+            for kp in people_of(i):
+                kp = kp * [s, s, 1]
+                x0, y0 = kp[:, :2].min(0)
+                x1, y1 = kp[:, :2].max(0)
+                anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1,
+                             "iscrowd": 0, "num_keypoints": 17,
+                             "bbox": [x0, y0, x1 - x0, y1 - y0],
+                             "area": 0.6 * (x1 - x0) * (y1 - y0),
+                             "keypoints": kp.ravel().tolist()})
+        files.write_json(paths.annotation_file(coco, t), {
+            "images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "person"}]})
+        gt = evaluation.load_annotations(paths.annotation_file(coco, t))
+        for e in paths.EXPERT_EFFECTS:
+            records = []
+            for a in anns:
+                kp = np.asarray(a["keypoints"]).reshape(17, 3).copy()
+                kp[:, :2] += rng.normal(0, noise(effect, e) * s * rng.uniform(0.3, 1.5),
+                                        (17, 2))
+                kp[:, 2] = 1
+                records.append({"image_id": a["image_id"], "category_id": 1,
+                                "keypoints": kp.ravel().round(2).tolist(), "score": 0.9})
+            write_run(eval_dir, t, e, gt, ids, records, seconds=0.5 + len(e) / 100)
+        probs = {"": [.9, .05, .05], "_dark": [.1, .8, .1], "_motion_blur": [.1, .1, .8],
+                 "_resolution": [.6, .1, .3]}[effect]
+        files.write_json(domain / f"{t}.json",
+                         [{"image_id": i, "effect_prob": probs} for i in ids])
+        ens.run("route", t, eval_dir, coco, domain / f"{t}.json", N)
+        folder = unc.run_dir(eval_dir, t, "_ensemble", N)
+        write_run(eval_dir, t, "_ensemble", gt, ids,
+                  files.read_json(folder / evaluation.RESULTS_JSON), seconds=0.001)
+        normal = files.read_json(unc.results_file(eval_dir, t, "", N))
+        if effect != "_resolution":            # the fused ensemble missing on one domain
+            write_run(eval_dir, t, "_ensemble_fuse", gt, ids, normal, seconds=2.0)
+        if with_uncertainty:
+            unc.analyse(t, eval_dir, coco, N)
+    return coco, eval_dir, domain
+
+
+def write_run(eval_dir, t, effect, gt, ids, records, seconds):
+    folder = unc.run_dir(eval_dir, t, effect, N)
+    files.write_json(folder / evaluation.RESULTS_JSON, records)
+    files.write_json(folder / evaluation.RUN_JSON, {"image_ids": ids, "seed": 0})
+    rows = evaluation.breakdown(gt, records, ids)
+    rows += [("all", "prediction_seconds", seconds), ("all", "seconds_per_image", seconds / N)]
+    evaluation.write_metrics(folder / evaluation.METRICS_CSV, rows)
+
+
+def write_training(root, accuracy=0.995):
+    """Experts' log.csv/run.json (model.train's header) and a classifier run with its log,
+    best.json and validate.py's metrics.json (written by the real writer)."""
+    from train_domain_classifier import inference
+    from train_domain_classifier.trainer import CSV_HEADER
+    for k, e in enumerate(paths.EXPERT_EFFECTS):
+        rows = [{"epoch": ep, "iteration": 60 * ep, "lr": 1e-3, "train_loss": 900 / ep + k,
+                 "val_loss": 800 / ep + k, "val_loss_last_stage": 100 / ep,
+                 "seconds": 10.0, "samples_per_s": 50.0} for ep in range(1, 5)]
+        folder = root / "weights" / f"weights{e}"
+        files.write_csv(folder / "log.csv", [[r[h] for h in EXPERT_HEADER] for r in rows],
+                        EXPERT_HEADER)
+        files.write_json(folder / "run.json", {"config": "small", "effect": e, "seed": 7})
+    run = root / "clog" / "2024-05-01_10-00"
+    rows = [{"epoch": ep, "lr": 1e-3, "train_loss": 1 / ep, "train_accuracy": 0.7 + ep / 20,
+             "val_loss": 1.2 / ep, "val_accuracy": 0.6 + ep / 20, "seconds": 3.0}
+            for ep in range(1, 4)]
+    files.write_csv(run / "log.csv", [[r[h] for h in CSV_HEADER] for r in rows], CSV_HEADER)
+    files.write_json(run / "best.json", {"epoch": 3, "val_accuracy": 0.75, "val_loss": 0.4,
+                                         "checkpoint": "checkpoints/model_0003.pth", "seed": 7})
+    n = 600
+    right = int(round(accuracy * n))
+    confusion = [[200, 0, 0], [0, 200, 0], [0, n - right, right - 400]]
+    metrics = {"loss": 0.05, "accuracy": right / n, "samples": n,
+               "precision": [1, 1, 1], "recall": [1, 1, 1], "confusion": confusion}
+    inference.write_validation(root / "results" / "classifier_validation", metrics,
+                               run / "checkpoints" / "model_0003.pth",
+                               {"epoch": 3, "arch": "resnet18", "input_size": 112, "seed": 7})
+    return root / "weights", root / "clog"
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    root = tmp_path_factory.mktemp("summary_scene")
+    coco, eval_dir, domain = write_scene(root)
+    weights, clog = write_training(root)
+    return {"root": root, "coco_root": coco, "eval_dir": eval_dir, "domain_dir": domain,
+            "weights_dir": weights, "classifier_log_dir": clog, "out_dir": root / "results"}
+
+
+def table_rows(text, heading, after=None):
+    """Rows (lists of cells) of the first markdown table below `heading` (and below the line
+    starting with `after`, when given)."""
+    lines = text.splitlines()
+    i = lines.index(heading)
+    if after is not None:
+        i = next(k for k in range(i, len(lines)) if lines[k].startswith(after))
+    i = next(k for k in range(i, len(lines)) if lines[k].startswith("|"))
+    rows = []
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def table(text, heading, after=None):
+    """{first cell: the other cells} of that table."""
+    return {r[0]: r[1:] for r in table_rows(text, heading, after)}
+
+
+def metric(eval_dir, t, effect, subset, name):
+    return evaluation.read_metrics(unc.run_dir(eval_dir, t, effect, N)
+                                   / evaluation.METRICS_CSV)[(subset, name)]
+
+
+def is_png(path):
+    with Image.open(path) as im:
+        im.verify()
+        return im.format == "PNG"
+
+
+def test_full_scene(scene):
+    timings = [("synthetic_coco", 12.5, "ran"), ("masks", 0.0, "skipped")]
+    files.write_json(scene["out_dir"] / "steps" / "masks.json", {"command": [], "seconds": 3.25})
+    text = summary.write_summary(scene["coco_root"], scene["eval_dir"], scene["weights_dir"],
+                                 scene["classifier_log_dir"], scene["domain_dir"],
+                                 scene["out_dir"], timings, {"seed": 3, "config": "small"})
+    assert (scene["out_dir"] / "summary.md").read_text() == text
+
+    ours = table(text, "## Keypoint AP (COCO, single scale)")
+    assert list(ours) == ["normal", "dark", "motion blur", "low resolution"]
+    for row, effect in zip(ours, paths.TEST_EFFECTS):
+        t = paths.EVAL_BASE + effect
+        for col, model in enumerate(paths.EVAL_MODELS):
+            if (effect, model) == ("_resolution", "_ensemble_fuse"):
+                assert ours[row][col] == "n/a"
+            else:
+                assert ours[row][col] == f"{metric(scene['eval_dir'], t, model, 'all', 'AP'):.3f}"
+    # each domain's own expert is the accurate one, so routing picks the best column
+    assert float(ours["motion blur"][2]) > float(ours["motion blur"][0])
+    assert ours["motion blur"][3] == ours["motion blur"][2]
+    assert "low resolution: fused ensemble" in text      # the n/a is explained
+    fork = table(text, "## Keypoint AP (COCO, single scale)", "The fork's published")
+    assert fork["normal"] == ["0.509", "0.387", "0.094", "0.509", "n/a"]
+    assert fork["low resolution"] == ["0.335", "0.224", "0.053", "0.335", "n/a"]
+
+    hard = table_rows(text, "## Difficult cases")
+    assert len(hard) == 4 * 5 - 1
+    row = next(r[2:] for r in hard if r[:2] == ["motion blur", "dark expert"])
+
+    def dark(subset, name):
+        return f"{metric(scene['eval_dir'], BLUR, '_dark', subset, name):.3f}"
+    pck = evaluation.PCK_NAME
+    assert row[:4] == [dark("all", "AP"), dark("all", pck), dark("difficult_joints", "AP"),
+                       dark("difficult_joints", pck)]
+    assert row[4:] == ["1", dark("crowded", "AP"), dark("crowded", pck)]   # image 503
+
+    q = json.loads((unc.output_stem(scene["eval_dir"], BLUR, N).parent /
+                    f"{BLUR}-three-model-epoch100-open-pose-single-scale-{N}-quality.json")
+                   .read_text())
+    cells = next(r for r in table_rows(text, "## Uncertainty quality")
+                 if r[:2] == ["motion blur", "translational"])
+    corr = q["correlation"]["translational"]["ensemble"]
+    assert cells[2] == str(corr["n"]) and cells[3] == "ensemble"
+    assert cells[4] == f"{corr['spearman_r']:.3f}" and cells[5] == f"{corr['spearman_p']:.2g}"
+    assert cells[7] == f"{q['ause']['translational']['ensemble']:.3f}"
+    rc = {r["rejected_fraction"]: r for r in q["risk_coverage"]
+          if r["measure"] == "translational" and r["model"] == "ensemble"}
+    assert cells[9] == f"{rc[0.2]['ap_kept_people']:.3f}" and cells[10] == f"{rc[0.2]['ap']:.3f}"
+
+    checks = {c["name"]: c for c in json.loads(
+        (scene["out_dir"] / "summary.json").read_text())["checks"]}
+    normal_ap = metric(scene["eval_dir"], NORMAL, "", "all", "AP")
+    c = checks["normal expert AP >= 0.5 on the normal test set"]
+    assert c["status"] == ("PASS" if normal_ap >= 0.5 else "FAIL")
+    assert c["measured"] == f"AP {normal_ap:.3f}"
+    assert checks["motion-blur expert beats the normal expert on the motion-blur set"][
+        "status"] == "PASS"
+    assert checks["domain classifier validation accuracy >= 98%"]["measured"].startswith(
+        "99.50% (validate.py, 600 samples)")
+    spearman = next(v for k, v in checks.items() if k.startswith("translational"))
+    expected = corr["spearman_r"] > 0 and corr["spearman_p"] < 0.01
+    assert spearman["status"] == ("PASS" if expected else "FAIL")
+
+    from train_domain_classifier.inference import distribution
+    dist = table(text, "## Domain classifier", "Predicted domain")
+    probs = files.read_json(scene["domain_dir"] / f"{NORMAL}_resolution.json")
+    counts = distribution(probs)["counts"]
+    assert dist["low resolution"][:4] == [str(N), f"{counts['normal']} (100.0%)", "0 (0.0%)",
+                                          "0 (0.0%)"]
+    ensembles = table(text, "## Ensembles")
+    assert ensembles["dark"][:3] == ["0", str(N), "0"]
+    assert "| routed to motion blur |" in text
+
+    training = table(text, "## Training")
+    assert training["dark expert"][:5] == ["4", "240", "226.00", "201.00", "201.00 (epoch 4)"]
+    assert "Domain classifier (" in text and "3 epochs" in text
+
+    times = table(text, "## Wall time per step")
+    assert times["synthetic_coco"] == ["ran", "12.5"]
+    assert times["masks"] == ["skipped", "0.0 (took 3.2 when it ran)"]
+    assert times["**total**"] == ["1 ran, 1 skipped", "**12.5**"]
+    assert "Seed: **3**" in text and "domain classifier 7" in text
+
+    for name in ("ap_table.png", "training_experts.png", "training_classifier.png",
+                 "sparsification_translational.png", "sparsification_rotational.png",
+                 "examples.png"):
+        assert is_png(scene["out_dir"] / name), name
+        assert f"({name})" in text
+    assert "## Notes" not in text
+    assert not list(scene["out_dir"].glob(".*tmp"))
+
+
+def fake_run(eval_dir, t, effect, ap, n=N):
+    """A run folder whose metrics.csv (the evaluation's writer) says AP = ap."""
+    folder = unc.run_dir(eval_dir, t, effect, n)
+    evaluation.write_metrics(folder / evaluation.METRICS_CSV,
+                             [("all", name, ap if name == "AP" else 0.0)
+                              for name in evaluation.STAT_NAMES])
+
+
+def fake_quality(eval_dir, t, rho, p, model="ensemble"):
+    """A quality.json with model.uncertainty.analyse's keys."""
+    corr = {"n": 40, "pearson_r": rho, "pearson_p": p, "spearman_r": rho, "spearman_p": p}
+    if rho is None:
+        corr["note"] = "constant error: correlation undefined"
+    stem = unc.output_stem(eval_dir, t, N)
+    files.write_json(stem.with_name(stem.name + "-quality.json"), {
+        "counts": {"people": 40},
+        "correlation": {m: {model: corr} for m in summary.MEASURES},
+        "ause": {m: {model: 0.05} for m in summary.MEASURES},
+        "risk_coverage": [{"measure": m, "model": model, "rejected_fraction": f, "ap": 0.4,
+                           "ap_kept_people": 0.4 + f} for m in summary.MEASURES
+                          for f in (0.0, 0.1, 0.2)]})
+
+
+def controlled(tmp_path, normal_ap, blur_aps, accuracy, rho, p, model="ensemble"):
+    eval_dir = tmp_path / "eval"
+    fake_run(eval_dir, NORMAL, "", normal_ap)
+    fake_run(eval_dir, BLUR, "", blur_aps[0])
+    fake_run(eval_dir, BLUR, "_motion_blur", blur_aps[1])
+    fake_quality(eval_dir, BLUR, rho, p, model)
+    best = tmp_path / "clog" / "2024-05-01_10-00"
+    files.write_csv(best / "log.csv", [[1, 0.5]], ["epoch", "val_accuracy"])
+    files.write_json(best / "best.json", {"epoch": 1, "val_accuracy": accuracy})
+    summary.write_summary(tmp_path / "coco", eval_dir, tmp_path / "weights",
+                          tmp_path / "clog", tmp_path / "domain", tmp_path / "out",
+                          figures=False)
+    data = json.loads((tmp_path / "out" / "summary.json").read_text())
+    return [(c["status"], c["measured"]) for c in data["checks"]]
+
+
+def test_checks_pass(tmp_path):
+    checks = controlled(tmp_path, 0.5, (0.1, 0.25), 0.98, 0.3, 0.009)
+    assert checks == [("PASS", "AP 0.500"), ("PASS", "AP 0.250 vs 0.100"),
+                      ("PASS", "98.00% (best.json, epoch 1)"),
+                      ("PASS", "rho 0.300, p 0.009 (ensemble error, 40 people)")]
+
+
+def test_checks_fail(tmp_path):
+    checks = controlled(tmp_path, 0.499, (0.2, 0.2), 0.979, 0.3, 0.011, model="normal")
+    assert checks == [("FAIL", "AP 0.499"), ("FAIL", "AP 0.200 vs 0.200"),
+                      ("FAIL", "97.90% (best.json, epoch 1)"),
+                      ("FAIL", "rho 0.300, p 0.011 (normal error, 40 people)")]
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "0 of 4 pass, 4 fail, 0 n/a" in text and text.count("**FAIL**") == 4
+
+
+def test_negative_or_undefined_correlation_fails(tmp_path):
+    assert controlled(tmp_path, 0.6, (0.1, 0.3), 0.99, -0.4, 1e-6)[3][0] == "FAIL"
+    shutil.rmtree(tmp_path)
+    tmp_path.mkdir()
+    status, measured = controlled(tmp_path, 0.6, (0.1, 0.3), 0.99, None, None)[3]
+    assert status == "FAIL" and "undefined" in measured
+
+
+def test_nothing_there(tmp_path):
+    text = summary.write_summary(tmp_path / "coco", tmp_path / "eval", tmp_path / "weights",
+                                 tmp_path / "clog", tmp_path / "domain", tmp_path / "out")
+    ours = table(text, "## Keypoint AP (COCO, single scale)")
+    assert all(cells == ["n/a"] * 5 for cells in ours.values())
+    assert table(text, "## Checks (issue 8: the results must mean something)")
+    data = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [c["status"] for c in data["checks"]] == ["n/a"] * 4
+    assert "0 of 4 pass, 0 fail, 4 n/a (input missing)." in text
+    assert data["figures"] == [] and not list((tmp_path / "out").glob("*.png"))
+    assert "Validation accuracy: n/a" in text and "no step timings" in text
+
+
+def test_num_images_follows_the_runs_and_broken_files_are_notes(tmp_path):
+    eval_dir = tmp_path / "eval"
+    for model in paths.EVAL_MODELS:
+        fake_run(eval_dir, NORMAL, model, 0.3, n=N)
+    fake_run(eval_dir, NORMAL, "", 0.9, n=2)             # an older, smaller run
+    fake_run(eval_dir, BLUR, "", 0.2, n=4)
+    stem = unc.output_stem(eval_dir, BLUR, 4)
+    stem.with_name(stem.name + "-quality.json").write_text("{not json")
+    files.write_json(tmp_path / "domain" / f"{NORMAL}.json", [{"image": 1}])
+    (unc.run_dir(eval_dir, BLUR, "_dark", 4) / evaluation.METRICS_CSV).parent.mkdir()
+    (unc.run_dir(eval_dir, BLUR, "_dark", 4) / evaluation.METRICS_CSV).write_text("a,b\n1,2\n")
+    stem = unc.output_stem(eval_dir, NORMAL, N)                 # a set without ground truth
+    files.write_json(stem.with_name(stem.name + "-quality.json"), {"counts": {"people": 5}})
+    text = summary.write_summary(tmp_path / "coco", eval_dir, tmp_path / "weights",
+                                 tmp_path / "clog", tmp_path / "domain", tmp_path / "out",
+                                 figures=False)
+    ours = table(text, "## Keypoint AP (COCO, single scale)")
+    assert ours["normal"] == ["0.300"] * 5 and ours["motion blur"][0] == "0.200"
+    data = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert data["num_images"][NORMAL] == N and data["num_images"][BLUR] == 4
+    notes = "\n".join(data["notes"])
+    assert "uses N = 6" in notes and "not valid JSON" in notes and "effect_prob" in notes
+    assert "not a metrics CSV" in notes and ours["motion blur"][1] == "n/a"
+    assert table(text, "## Uncertainty quality")["normal"] == ["n/a", "5"] + ["n/a"] * 8
+    # with N given, the smaller run is the one summarised
+    text = summary.write_summary(tmp_path / "coco", eval_dir, tmp_path / "weights",
+                                 tmp_path / "clog", tmp_path / "domain", tmp_path / "out",
+                                 num_images=2, figures=False)
+    assert table(text, "## Keypoint AP (COCO, single scale)")["normal"][0] == "0.900"
