@@ -1,0 +1,349 @@
+"""Pose training (model/train.py, training/train_pose.py): the optimizer's multipliers and
+Caffe decay, the loss, the schedules, resume, the NaN stop, bad input and the mirrored
+strategy. Runs use a tiny configuration on a tiny HDF5 of the session's synthetic COCO."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import network, train
+from model.cli import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+# Two stages (so stage-2 multipliers are exercised), an eighth of the channels, 64 px crops.
+TINY = network.PoseConfig("tiny", num_stages=2, width=0.125, input_size=64, stage_kernel=3)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.fixture(scope="module")
+def hdf5_dir(synthetic_coco, tmp_path_factory):
+    from model import coco_data
+    out = tmp_path_factory.mktemp("train_hdf5")
+    coco_data.generate_hdf5(synthetic_coco, out, workers=1)
+    return out
+
+
+def tiny_cfg(hdf5_dir, out_dir, **kw):
+    base = dict(config=TINY, epochs=2, batch_size=4, schedule="small", seed=3,
+                steps_per_epoch=3, workers=1, train_hdf5=str(hdf5_dir / "train_dataset_2014.h5"),
+                val_hdf5=str(hdf5_dir / "val_dataset_2014.h5"), out_dir=str(out_dir),
+                save_every=0, tensorboard=False, progress=False)
+    base.update(kw)
+    return train.TrainConfig(**base)
+
+
+# ------------------------------------------------------------------------------------------
+# Optimizer: multipliers and decay inside the update
+
+def group_model():
+    """One 1x1 convolution per multiplier group, named like the network's layers."""
+    import keras
+    x = inp = keras.Input((4, 4, 2))
+    for name in ("conv1_1", "conv4_4_CPM", "Mconv5_stage1_L2", "Mconv1_stage2_L1",
+                 "Mconv7_stage6_L2"):
+        x = keras.layers.Conv2D(2, 1, name=name, bias_initializer="ones")(x)
+    return keras.Model(inp, x)
+
+
+EXPECTED = {"conv1_1": (1, 2), "conv4_4_CPM": (1, 2), "Mconv5_stage1_L2": (1, 2),
+            "Mconv1_stage2_L1": (4, 8), "Mconv7_stage6_L2": (4, 8)}
+
+
+def one_step(kind, gradient, lr=0.01, decay=0.0, steps=1):
+    import keras
+    keras.utils.set_random_seed(0)
+    model = group_model()
+    schedule = train.Schedule("t", kind, lr, gamma=1.0, weight_decay=decay)
+    opt = train.make_optimizer(schedule)
+    variables = model.trainable_variables
+    before = {v.path: v.numpy().copy() for v in variables}
+    for _ in range(steps):
+        opt.apply([np.full(v.shape, gradient(v.path), np.float32) for v in variables],
+                  variables)
+    return {v.path: (before[v.path], v.numpy()) for v in variables}
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_each_layer_group_moves_by_its_multiplier(kind):
+    moved = one_step(kind, lambda path: 1.0, lr=0.01)
+    for path, (before, after) in moved.items():
+        layer, which = path.split("/")
+        mult = EXPECTED[layer][0 if which == "kernel" else 1]
+        # SGD from zero momentum: -lr * mult * g. Adam's first step: -lr * mult * g / |g|.
+        np.testing.assert_allclose(after - before, -0.01 * mult, rtol=1e-4, err_msg=path)
+
+
+def test_sgd_momentum_accumulates_like_caffe():
+    moved = one_step("sgd", lambda path: 1.0, lr=0.01, steps=2)
+    for path, (before, after) in moved.items():
+        layer, which = path.split("/")
+        mult = EXPECTED[layer][0 if which == "kernel" else 1]
+        # v1 = lr m g, v2 = 0.9 v1 + lr m g: w moves by lr m g (1 + 1.9).
+        np.testing.assert_allclose(after - before, -0.01 * mult * 2.9, rtol=1e-4)
+
+
+def test_caffe_weight_decay_on_kernels_only_not_doubled():
+    # lr 1 and decay 0.01: the step is 1-4 % of w, far above float32 rounding.
+    moved = one_step("sgd", lambda path: 0.0, lr=1.0, decay=0.01)
+    for path, (before, after) in moved.items():
+        layer, which = path.split("/")
+        if which == "bias":
+            np.testing.assert_array_equal(after, before)
+        else:
+            mult = EXPECTED[layer][0]
+            # Caffe: diff += decay * w, then lr * lr_mult (Keras' l2 would give 2 * decay).
+            np.testing.assert_allclose(after - before, -1.0 * mult * 0.01 * before,
+                                       rtol=1e-4, atol=1e-8)
+
+
+def test_network_variables_fall_in_the_published_groups():
+    model = network.build_pose_model("small", training=True, seed=0)
+    rules = {v.path: train.variable_rule(v.path) for v in model.trainable_variables}
+    assert len(rules) == 2 * len(network.conv_layers("small"))
+    for path, (lr_mult, decay_mult) in rules.items():
+        layer, which = path.split("/")
+        late = layer.startswith("Mconv") and "_stage1_" not in layer
+        assert lr_mult == {"kernel": 4 if late else 1, "bias": 8 if late else 2}[which], path
+        assert decay_mult == (1.0 if which == "kernel" else 0.0)
+
+
+# ------------------------------------------------------------------------------------------
+# Loss and schedules
+
+def test_loss_is_caffe_euclidean_over_every_output():
+    rng = np.random.default_rng(0)
+    names = train.output_names(2)
+    assert names == ["stage1_L1", "stage1_L2", "stage2_L1", "stage2_L2"]
+    shapes = {"L1": (3, 5, 5, 38), "L2": (3, 5, 5, 19)}
+    targets = {n: rng.normal(size=shapes[n[-2:]]).astype(np.float32) for n in names}
+    outputs = [rng.normal(size=shapes[n[-2:]]).astype(np.float32) for n in names]
+    per = np.asarray(train.pose_losses(targets, outputs, names, 3))
+    expected = [((o - targets[n]) ** 2).sum() / 3 / 2 for n, o in zip(names, outputs)]
+    np.testing.assert_allclose(per, expected, rtol=1e-5)
+    np.testing.assert_allclose(float(train.pose_loss(targets, outputs, names, 3)),
+                               sum(expected), rtol=1e-5)
+
+
+def test_published_step_schedules():
+    caffe = train.SCHEDULES["caffe"].learning_rate(4e-5, 10, 10 ** 6)
+    assert float(caffe(136105)) == pytest.approx(4e-5)
+    assert float(caffe(136106)) == pytest.approx(4e-5 * 0.333)
+    assert float(caffe(2 * 136106)) == pytest.approx(4e-5 * 0.333 ** 2)
+    keras_s = train.SCHEDULES["keras"]
+    # 17 epochs of 121,746 samples: 206,968 iterations at batch 10, 129,355 at batch 16.
+    assert keras_s.stepsize(10, 1) == 206968 and keras_s.stepsize(16, 1) == 129355
+    lr = keras_s.learning_rate(2e-5, 10, 1)
+    assert float(lr(206967)) == pytest.approx(2e-5)
+    assert float(lr(206968)) == pytest.approx(2e-5 * 0.333)
+    small = train.SCHEDULES["small"]
+    assert small.stepsize(10, 1000) == 700
+    assert train.get_schedule("auto", "full").name == "keras"
+    assert train.get_schedule("auto", "small").name == "small"
+    with pytest.raises(UserError, match="unknown schedule"):
+        train.get_schedule("cosine", "full")
+
+
+# ------------------------------------------------------------------------------------------
+# Runs: resume, NaN stop, bad input
+
+def read_weights(path):
+    return network.read_weight_file(path)
+
+
+def test_run_writes_checkpoints_and_resume_matches_uninterrupted(hdf5_dir, tmp_path):
+    full = train.train(tiny_cfg(hdf5_dir, tmp_path / "a"))
+    out = tmp_path / "a"
+    assert [h["epoch"] for h in full["history"]] == [1, 2]
+    assert [h["iteration"] for h in full["history"]] == [3, 6]
+    for name in ("weights.0001.h5", "weights.0002.h5", "train_state.h5", "log.csv",
+                 "run.json"):
+        assert (out / name).is_file(), name
+    assert (out / "log.csv").read_text().splitlines()[0].startswith("epoch,iteration,lr")
+    assert json.loads((out / "run.json").read_text())["seed"] == 3
+    assert not list(out.glob(".*.tmp"))
+
+    # Stop inside epoch 1, then inside epoch 2, then finish: the same three commands.
+    b = tmp_path / "b"
+    part = train.train(tiny_cfg(hdf5_dir, b), stop_after=2)
+    assert not part["complete"] and part["state"].iteration == 2
+    part = train.train(tiny_cfg(hdf5_dir, b), stop_after=2)
+    assert part["state"].epoch == 1 and part["state"].batch == 1
+    done = train.train(tiny_cfg(hdf5_dir, b))
+    assert done["complete"] and done["state"].iteration == 6
+    record = train.read_state_record(b / "train_state.h5")
+    assert (record.epoch, record.batch, record.iteration) == (2, 0, 6)
+
+    wa, wb = read_weights(out / "weights.0002.h5"), read_weights(b / "weights.0002.h5")
+    assert wa.keys() == wb.keys()
+    for layer in wa:
+        for x, y in zip(wa[layer], wb[layer]):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6, err_msg=layer)
+    assert [h["iteration"] for h in done["history"]] == [3, 6]
+    np.testing.assert_allclose([h["val_loss"] for h in done["history"]],
+                               [h["val_loss"] for h in full["history"]], rtol=1e-4)
+
+    # A finished run is left alone; more epochs continue it; other flags are refused.
+    again = train.train(tiny_cfg(hdf5_dir, b))
+    assert again["complete"] and again["state"].iteration == 6
+    more = train.train(tiny_cfg(hdf5_dir, b, epochs=3))
+    assert [h["epoch"] for h in more["history"]] == [1, 2, 3]
+    with pytest.raises(UserError, match="batch_size 4"):
+        train.train(tiny_cfg(hdf5_dir, b, epochs=4, batch_size=2))
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_state(hdf5_dir, tmp_path):
+    # SGD at lr 1e9: the first step is finite, its update blows the activations up.
+    cfg = tiny_cfg(hdf5_dir, tmp_path, schedule="caffe", lr=1e9, save_every=1, epochs=1,
+                   steps_per_epoch=5)
+    with pytest.raises(train.TrainingDiverged) as err:
+        train.train(cfg)
+    message = str(err.value)
+    record = train.read_state_record(tmp_path / "train_state.h5")
+    failed = record.iteration + 1
+    assert f"at iteration {failed} " in message and "last good checkpoint" in message
+    assert failed >= 2
+    import h5py
+    with h5py.File(tmp_path / "train_state.h5", "r") as f:
+        assert all(np.isfinite(f["model"][k][()]).all() for k in f["model"])
+    assert not (tmp_path / "weights.0001.h5").exists()
+
+
+def test_bad_input_is_refused_before_training(hdf5_dir, tmp_path):
+    with pytest.raises(UserError, match="training HDF5 not found"):
+        train.check_inputs(tiny_cfg(tmp_path, tmp_path / "o"))
+    with pytest.raises(UserError, match="larger than the training data"):
+        train.check_inputs(tiny_cfg(hdf5_dir, tmp_path / "o", batch_size=10 ** 6))
+    with pytest.raises(UserError, match="unknown effect"):
+        train.check_inputs(tiny_cfg(hdf5_dir, tmp_path / "o", effect="_resolution"))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="not writable"):
+        train.check_inputs(tiny_cfg(hdf5_dir, blocker / "sub"))
+    # Weights of another configuration: the layer and both shapes are named.
+    other = network.build_pose_model(network.PoseConfig("w", num_stages=2, width=0.25,
+                                                         input_size=64, stage_kernel=3),
+                                      vgg19=None, seed=0)
+    network.save_weights(other, tmp_path / "other.h5")
+    with pytest.raises(UserError, match=r"conv1_1.*\(3, 3, 3, 16\).*\(3, 3, 3, 8\)"):
+        train.train(tiny_cfg(hdf5_dir, tmp_path / "o", weights=str(tmp_path / "other.h5")))
+    assert not (tmp_path / "o" / "train_state.h5").exists()
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, str(REPO / "training" / "train_pose.py"), *args],
+                          capture_output=True, text=True, env=ENV, cwd=cwd or REPO, timeout=120)
+
+
+def test_cli_bad_input_one_line(tmp_path):
+    r = run_cli("--effect", "_sepia")
+    assert r.returncode == 2 and "invalid choice: '_sepia'" in r.stderr
+    assert "'_dark'" in r.stderr and "'_motion_blur'" in r.stderr
+    r = run_cli("--config", "small", "--hdf5_dir", str(tmp_path), "--out_dir",
+                str(tmp_path / "w"), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: training HDF5 not found: {tmp_path / 'train_dataset_2014.h5'} (write it with "
+        "training/generate_hdf5_coco2014.py, or pass --hdf5_dir)"]
+    r = run_cli("--mixed_precision", "maybe")
+    assert r.returncode == 2 and "expected a boolean" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# MirroredStrategy on two logical CPUs (TensorFlow must be configured before it starts)
+
+MIRRORED = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from model import network, train
+    cfg = network.PoseConfig("tiny", num_stages=2, width=0.125, input_size=32, stage_kernel=3)
+    names = train.output_names(2)
+    rng = np.random.default_rng(0)
+    inputs = {"image": rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32),
+              "mask": (rng.random((4, 4, 4, 1)) > 0.2).astype(np.float32)}
+    targets = {n: rng.random((4, 4, 4, 38 if n.endswith("L1") else 19)).astype(np.float32)
+               * inputs["mask"] for n in names}
+    results = {}
+    for label, strategy in (("single", tf.distribute.get_strategy()),
+                            ("mirrored", train.make_strategy("mirrored", ["/cpu:0", "/cpu:1"]))):
+        with strategy.scope():
+            model = network.build_pose_model(cfg, training=True, vgg19=None, seed=1)
+            opt = train.make_optimizer(train.Schedule("t", "sgd", 1e-3, gamma=1.0), None, 4)
+            opt.build(model.trainable_variables)
+        stepper = train.Stepper(model, opt, strategy, 4, names)
+        losses = [stepper.train(inputs, targets).tolist() for _ in range(2)]
+        results[label] = {"replicas": strategy.num_replicas_in_sync, "losses": losses,
+                          "weights": [v.numpy().tolist() for v in model.trainable_variables],
+                          "iterations": int(opt.iterations.numpy())}
+    json.dump(results, sys.stdout)
+""")
+
+
+def test_mirrored_step_matches_single_device():
+    r = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
+                       env=ENV, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert res["single"]["replicas"] == 1 and res["mirrored"]["replicas"] == 2
+    assert res["single"]["iterations"] == res["mirrored"]["iterations"] == 2
+    # The global batch's loss, not twice it and not half of it.
+    np.testing.assert_allclose(res["mirrored"]["losses"], res["single"]["losses"], rtol=1e-5)
+    for a, b in zip(res["single"]["weights"], res["mirrored"]["weights"]):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-7)
+    before = res["single"]["losses"]
+    assert sum(before[1]) != sum(before[0])     # the step changed the weights
+
+
+# ------------------------------------------------------------------------------------------
+# Training-time batch normalisation folds into the plain network
+
+def test_batch_norm_folds_into_the_plain_network():
+    import keras
+    bn_model = train.build_bn_training_model(TINY, seed=0)
+    rng = np.random.default_rng(1)
+    for layer in bn_model.layers:
+        if layer.name.endswith(train.BN_SUFFIX):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 0.3, n),
+                               rng.normal(0, 0.2, n), rng.uniform(0.2, 3, n)])
+    plain = network.build_pose_model(TINY, vgg19=None, seed=5)
+    train.fold_batch_norm(bn_model, plain, TINY)
+    assert not any(l.name.endswith(train.BN_SUFFIX) for l in plain.layers)
+    image = rng.uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    mask = np.ones((2, 8, 8, 1), np.float32)
+    want = bn_model({"image": image, "mask": mask}, training=False)[-2:]
+    got = plain(image)
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-3, atol=1e-4)
+    # The BN parameters train like their convolution's kernel (gamma) and bias (beta).
+    assert train.variable_rule("Mconv3_stage2_L1_bn/gamma") == (4.0, 0.0)
+    assert train.variable_rule("Mconv3_stage2_L1_bn/beta") == (8.0, 0.0)
+    assert train.variable_rule("conv2_1_bn/gamma") == (1.0, 0.0)
+    assert train.resolve_batch_norm("auto", "small") and not train.resolve_batch_norm(
+        "auto", "full")
+    del keras
+
+
+def test_mixed_precision_with_batch_norm_trains_and_resumes(hdf5_dir, tmp_path):
+    import h5py
+    cfg = tiny_cfg(hdf5_dir, tmp_path, mixed_precision=True, batch_norm=True, epochs=1,
+                   steps_per_epoch=2, batch_size=2)
+    part = train.train(cfg, stop_after=1)
+    with h5py.File(tmp_path / "train_state.h5", "r") as f:
+        saved = {f["optimizer"][k].attrs["path"] for k in f["optimizer"]}
+        assert any(p.endswith("/dynamic_scale") for p in saved)   # the loss scale is state
+        assert any("_bn/" in f["model"][k].attrs["path"] for k in f["model"])
+    assert part["state"].iteration == 1
+    done = train.train(cfg)
+    assert done["state"].iteration == 2 and np.isfinite(done["history"][-1]["val_loss"])
+    # The saved network is the plain float32 one, BN folded away.
+    weights = network.read_weight_file(tmp_path / "weights.0001.h5")
+    assert not any(name.endswith(train.BN_SUFFIX) for name in weights)
+    assert all(a.dtype == np.float32 for arrays in weights.values() for a in arrays)

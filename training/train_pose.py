@@ -1,0 +1,112 @@
+"""Train one pose expert (CMU's 6-stage VGG-PAF recipe, or the small CPU configuration).
+
+    python training/train_pose.py --effect _dark --config small --epochs 8
+
+The effect is applied on the fly to the augmented crops, so the three experts ("", _dark,
+_motion_blur) train from the same HDF5 files. Checkpoints go to training/weights<effect>/
+(weights.NNNN.h5 after every epoch, train_state.h5, log.csv, run.json, logs/ for
+TensorBoard). Rerunning the same command after an interruption (even kill -9) continues
+from the last complete state; a finished run is left as it is."""
+import argparse
+import os
+from pathlib import Path
+
+from model import network, paths, train
+from model.cli import UserError, add_seed, main_guard, str2bool
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--effect", default="", choices=list(paths.EXPERT_EFFECTS),
+                        help="the expert's domain effect (default: '' = normal)")
+    parser.add_argument("--config", default="full", choices=list(network.CONFIGS),
+                        help="network configuration (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=100,
+                        help="epochs to train in all, counting resumed ones "
+                             "(default: %(default)s)")
+    parser.add_argument("--batch_size", type=int, default=10,
+                        help="global batch, split over the replicas (default: %(default)s)")
+    parser.add_argument("--schedule", default="auto", choices=["auto", *train.SCHEDULES],
+                        help="learning-rate recipe; auto = " + ", ".join(
+                            f"{k}: {v}" for k, v in train.DEFAULT_SCHEDULE.items())
+                        + " (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="base learning rate (default: the schedule's)")
+    parser.add_argument("--weight_decay", type=float, default=None,
+                        help="Caffe weight decay on kernels (default: the schedule's, 5e-4)")
+    parser.add_argument("--weights", default=None,
+                        help="initial weights: Keras' ImageNet VGG19 notop file, a Keras "
+                             "weight file or a converted CMU model (default: VGG19 from the "
+                             "Keras cache for full width, else the random init)")
+    parser.add_argument("--hdf5_dir", type=Path, default=paths.DATASET_DIR,
+                        help="folder of train_dataset_2014.h5 and val_dataset_2014.h5 "
+                             "(default: %(default)s)")
+    parser.add_argument("--out_dir", type=Path, default=None,
+                        help="checkpoint folder (default: training/weights<effect>)")
+    add_seed(parser)
+    parser.add_argument("--steps_per_epoch", type=int, default=0,
+                        help="optimizer steps per epoch; 0 = one pass over the training "
+                             "data (default: %(default)s)")
+    parser.add_argument("--save_every", type=int, default=1000,
+                        help="iterations between resumable states within an epoch; 0 = at "
+                             "epoch ends only (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="threads preparing batches ahead; 0 = in the training thread "
+                             "(default: %(default)s)")
+    parser.add_argument("--mixed_precision", type=str2bool, default=False,
+                        help="float16 compute with loss scaling (default: %(default)s)")
+    parser.add_argument("--distribute", default="none", choices=list(train.DISTRIBUTE),
+                        help="none | mirrored (every visible GPU) | multiworker (TF_CONFIG) "
+                             "(default: %(default)s)")
+    parser.add_argument("--resume", type=str2bool, default=True,
+                        help="continue from <out_dir>/train_state.h5 when present "
+                             "(default: %(default)s)")
+    parser.add_argument("--batch_norm", default="auto", choices=["auto", "true", "false"],
+                        help="batch normalisation while training, folded into the convolutions "
+                             "of every saved weights file; auto = " + ", ".join(
+                            f"{k}: {str(v).lower()}" for k, v in train.DEFAULT_BATCH_NORM.items())
+                        + " (default: %(default)s)")
+    parser.add_argument("--init", default="auto", choices=list(train.INITS),
+                        help="initialisation without --weights: caffe = normal(0, 0.01) + "
+                             "ImageNet VGG19 when it fits and is found; he = He-normal hidden "
+                             "layers; auto = caffe if VGG19 is used, else he "
+                             "(default: %(default)s)")
+    parser.add_argument("--target_dist", type=float, default=None,
+                        help="main person's height / crop size before the random scale "
+                             "(default: " + ", ".join(f"{k}: {v}" for k, v in
+                                                      train.TARGET_DIST.items()) + ")")
+    parser.add_argument("--augment", type=str2bool, default=True,
+                        help="random scale/rotation/shift/flip (default: %(default)s)")
+    parser.add_argument("--tensorboard", type=str2bool, default=True,
+                        help="write TensorBoard logs to <out_dir>/logs (default: %(default)s)")
+    parser.add_argument("--progress", type=str2bool, default=True,
+                        help="tqdm progress bar (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+@main_guard
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = train.TrainConfig(
+        config=args.config, effect=args.effect, epochs=args.epochs, batch_size=args.batch_size,
+        schedule=args.schedule, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        steps_per_epoch=args.steps_per_epoch, workers=args.workers,
+        mixed_precision=args.mixed_precision, distribute=args.distribute,
+        weights=args.weights, train_hdf5=str(paths.hdf5_file(args.hdf5_dir, "train")),
+        val_hdf5=str(paths.hdf5_file(args.hdf5_dir, "val")),
+        out_dir=str(args.out_dir) if args.out_dir else None, save_every=args.save_every,
+        resume=args.resume, augment=args.augment, init=args.init, target_dist=args.target_dist,
+        batch_norm="auto" if args.batch_norm == "auto" else args.batch_norm == "true", tensorboard=args.tensorboard,
+        progress=args.progress)
+    result = train.train(cfg)
+    history = result["history"]
+    if history:
+        last = history[-1]
+        print(f"epoch {last['epoch']}/{args.epochs}, iteration {last['iteration']}, train loss "
+              f"{last['train_loss']:.4f}, val loss {last['val_loss']:.4f} (seed {args.seed}); "
+              f"weights in {result['out_dir']}")
+
+
+if __name__ == "__main__":
+    main()
