@@ -361,13 +361,12 @@ def format_summary(rows):
 # ------------------------------------------------------------------------------ run folders
 
 def run_folder(results_dir, data_type, effect, num_images, settings=None):
-    """A run's folder: model.paths.eval_run_dir's name under `results_dir`. A test other than
-    one scale of 1.0 without flip (native or boxsize: both are single scale) gets a suffix, so
-    a multi-scale run never overwrites the single-scale results that the ensemble and the
-    uncertainty scripts read."""
+    """A run's folder: model.paths.eval_run_dir's name under `results_dir`. A multi-scale or
+    flipped test gets a suffix, so it never overwrites the single-scale results (one scale,
+    whatever its value and mode) that the ensemble and the uncertainty scripts read."""
     from model.paths import eval_run_dir
     name = eval_run_dir(data_type, effect, num_images).name
-    if settings is not None and (tuple(settings.scale_search) != (1.0,) or settings.flip):
+    if settings is not None and (len(settings.scale_search) > 1 or settings.flip):
         scales = "_".join(f"{m:g}" for m in settings.scale_search)
         name += f"-{settings.scale_mode}-{scales}" + ("-flip" if settings.flip else "")
     return Path(results_dir) / name
