@@ -17,8 +17,8 @@ import time
 from dataclasses import asdict
 
 from model import evaluation, files, inference, paths
-from model.cli import (UserError, add_coco_root, add_seed, ensure_writable_dir, main_guard,
-                       str2bool)
+from model.cli import (UserError, add_coco_root, add_data_type, add_seed, check_data_type,
+                       ensure_writable_dir, main_guard, str2bool)
 
 log = logging.getLogger("eval")
 PARTIAL_JSON = "partial_results.json"
@@ -30,8 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--effect", default="",
                    help="model: '' (normal), _dark, _motion_blur (experts), _ensemble (routed), "
                         "_ensemble_fuse (fused; both need --compute_keypoint False)")
-    p.add_argument("--coco_dataType", default=paths.EVAL_DATATYPES[0],
-                   help=f"evaluation set, one of: {', '.join(paths.EVAL_DATATYPES)}")
+    add_data_type(p, default=paths.EVAL_DATATYPES[0])
     p.add_argument("--fir_img_num", type=int, default=None,
                    help="evaluate the first N images of the set (default: all, at most 1000)")
     p.add_argument("--compute_keypoint", type=str2bool, default=True,
@@ -136,9 +135,7 @@ def main(argv=None):
     if args.effect not in paths.EVAL_MODELS:
         raise UserError(f"unknown --effect {args.effect!r}; choose from "
                         f"{', '.join(repr(e) for e in paths.EVAL_MODELS)}")
-    if args.coco_dataType not in paths.EVAL_DATATYPES:
-        raise UserError(f"unknown --coco_dataType {args.coco_dataType!r}; choose from "
-                        f"{', '.join(paths.EVAL_DATATYPES)}")
+    check_data_type(args.coco_dataType)
     if args.batch_size < 1:
         raise UserError("--batch_size must be >= 1")
     if args.compute_keypoint and args.effect.startswith("_ensemble"):

@@ -17,15 +17,15 @@ import argparse
 from pathlib import Path
 
 from model import paths
-from model.cli import UserError, add_coco_root, ensure_writable_dir, main_guard
+from model.cli import (UserError, add_coco_root, add_data_type, check_data_type,
+                       ensure_writable_dir, main_guard)
 from model.uncertainty import DEFAULT_MATCH_OKS, MEASURES, MODEL_LABELS, analyse
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--coco_dataType", required=True,
-                   help=f"evaluation set, one of: {', '.join(paths.EVAL_DATATYPES)}")
+    add_data_type(p, required=True)
     p.add_argument("--fir_img_num", type=int, default=None,
                    help="image count N of the experts' runs (default: the one found in "
                         "--results_dir)")
@@ -49,9 +49,7 @@ def _num(x):
 @main_guard
 def main(argv=None):
     args = parse_args(argv)
-    if args.coco_dataType not in paths.EVAL_DATATYPES:
-        raise UserError(f"unknown --coco_dataType {args.coco_dataType!r}; "
-                        f"known: {', '.join(paths.EVAL_DATATYPES)}")
+    check_data_type(args.coco_dataType)
     if args.fir_img_num is not None and args.fir_img_num < 1:
         raise UserError(f"--fir_img_num must be >= 1, got {args.fir_img_num}")
     if not 0 < args.match_oks <= 1:

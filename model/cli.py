@@ -28,6 +28,19 @@ def add_coco_root(parser):
                         help="COCO 2014 layout: images/, annotations/ (default: %(default)s)")
 
 
+def add_data_type(parser, **kwargs):
+    """--coco_dataType, the seed's name for an evaluation set (checked by check_data_type)."""
+    parser.add_argument("--coco_dataType", **kwargs,
+                        help=f"evaluation set, one of: {', '.join(paths.EVAL_DATATYPES)}")
+
+
+def check_data_type(data_type):
+    if data_type not in paths.EVAL_DATATYPES:
+        raise UserError(f"unknown --coco_dataType {data_type!r}; choose from "
+                        f"{', '.join(paths.EVAL_DATATYPES)}")
+    return data_type
+
+
 def add_seed(parser, default=0):
     parser.add_argument("--seed", type=int, default=default,
                         help="seed of every random choice, written next to the outputs "

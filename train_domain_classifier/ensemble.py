@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from model import files, paths
-from model.cli import add_coco_root, main_guard
+from model.cli import add_coco_root, add_data_type, main_guard
 from train_domain_classifier import inference
 from train_domain_classifier.network import ARCHS
 
@@ -22,8 +22,7 @@ log = logging.getLogger("domain_classifier")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--coco_dataType", required=True,
-                   help=f"evaluation set, one of: {', '.join(paths.EVAL_DATATYPES)}")
+    add_data_type(p, required=True)
     add_coco_root(p)
     p.add_argument("--checkpoint", default=None,
                    help="a model_NNNN.pth, or a run folder (its best epoch, else its last); "

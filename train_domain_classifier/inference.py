@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from model import files, paths
-from model.cli import UserError
+from model.cli import UserError, check_data_type
 from train_domain_classifier import data, engine, runs
 from train_domain_classifier.network import DomainClassifier, load_model_state
 
@@ -84,10 +84,7 @@ def _confusion_png(path, confusion, names, title):
 
 
 def eval_set_refs(coco_root, data_type):
-    if data_type not in paths.EVAL_DATATYPES:
-        raise UserError(f"unknown --coco_dataType {data_type!r}; choose from "
-                        f"{', '.join(paths.EVAL_DATATYPES)}")
-    return data.load_image_refs(coco_root, data_type)
+    return data.load_image_refs(coco_root, check_data_type(data_type))
 
 
 def predict_eval_set(model, state, coco_root, data_type, batch_size=64, workers=0,
