@@ -5,6 +5,8 @@ transcription of REFERENCE section 6 (tests/test_decode.py), in the same run.
 Scenes: 1, 5, 10 and 20 people rendered by the ground-truth encoder at stride 8 with smooth
 noise like a network's, so both decoders see spurious peaks too. Both decoders must find the
 same people at full resolution (checked on every scene); the table gives the median time.
+A second table splits the fast path at its default resolution into its stages (resolution
+step, peaks, limbs, assembly and records), each timed alone.
 
     python benchmarks/bench_decode.py [--repeats 5] [--seed 0] [--out FILE.md]
 """
@@ -43,6 +45,21 @@ def fast_postprocess(net_heat, net_paf, hw, image_id, settings):
     return decode.people_to_coco(people, image_id)
 
 
+def stage_times(net_heat, net_paf, hw, settings):
+    """Milliseconds of each stage of the fast path (the steps of decode_maps, one by one)."""
+    (heat, pafs), t_grid = timed(inference.maps_to_grid, net_heat, net_paf, hw, 1.0,
+                                 settings.resolution)
+    _, pixel = inference.working_grid(hw, settings.resolution)
+    peaks, t_peaks = timed(decode.find_peaks, heat, settings.thre1, decode.PEAK_SIGMA, pixel,
+                           settings.resolution > 1)
+    connections, t_limbs = timed(decode.find_connections, peaks, pafs, heat.shape[0],
+                                 settings.thre2, settings.mid_num)
+    _, t_people = timed(decode.assemble, peaks, connections)
+    people = inference.decode_maps(heat, pafs, hw, settings)
+    _, t_coco = timed(decode.people_to_coco, people, 1)
+    return t_grid, t_peaks, t_limbs, t_people + t_coco
+
+
 def timed(fn, *args, runs=3):
     """(result, milliseconds): the least CPU time of `runs` calls. CPU time of this process
     (single-threaded here) rather than wall time, because the machine is shared: other jobs
@@ -61,9 +78,9 @@ def run(repeats, seed, resolution, counts=(1, 5, 10, 20), noise=0.03):
     rng = np.random.default_rng(seed)
     full = inference.InferenceSettings(resolution=1)
     coarse = inference.InferenceSettings(resolution=resolution)
-    rows = []
+    rows, stages = [], []
     for count in counts:
-        t_lit, t_full, t_fast, found = [], [], [], []
+        t_lit, t_full, t_fast, found, t_stages = [], [], [], [], []
         for _ in range(repeats):
             people = ref.random_people(rng, count, hw, min_height=100, max_height=300,
                                        cluster=count > 5)
@@ -77,9 +94,11 @@ def run(repeats, seed, resolution, counts=(1, 5, 10, 20), noise=0.03):
             fast, t = timed(fast_postprocess, heat, paf, hw, 1, coarse)
             t_fast.append(t)
             found.append(len(fast))
+            t_stages.append(stage_times(heat, paf, hw, coarse))
         med = [statistics.median(t) for t in (t_lit, t_full, t_fast)]
         rows.append((count, statistics.mean(found), *med))
-    return rows, coarse.resolution
+        stages.append((count, *(statistics.median(t) for t in zip(*t_stages))))
+    return rows, stages, coarse.resolution
 
 
 def format_table(rows, resolution, repeats, seed):
@@ -92,6 +111,17 @@ def format_table(rows, resolution, repeats, seed):
     for count, found, lit, full, fast in rows:
         lines.append(f"| {count} | {found:.1f} | {lit:.0f} | {full:.1f} | {lit / full:.0f}x | "
                      f"{fast:.1f} | {lit / fast:.0f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def format_stages(stages, resolution):
+    lines = [f"Where the time of the fast path goes at resolution {resolution} (ms, median, "
+             "each stage timed alone):",
+             "",
+             "| people | resolution step | peaks | limbs | assembly + records |",
+             "|---:|---:|---:|---:|---:|"]
+    for count, *times in stages:
+        lines.append(f"| {count} | " + " | ".join(f"{t:.2f}" for t in times) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -108,8 +138,9 @@ def main():
     if args.repeats < 1:
         raise cli.UserError("--repeats must be >= 1")
     cv2.setNumThreads(1)
-    rows, resolution = run(args.repeats, args.seed, args.resolution)
-    table = format_table(rows, resolution, args.repeats, args.seed)
+    rows, stages, resolution = run(args.repeats, args.seed, args.resolution)
+    table = (format_table(rows, resolution, args.repeats, args.seed) + "\n"
+             + format_stages(stages, resolution))
     print(table)
     if args.out:
         files.write_text(args.out, table)

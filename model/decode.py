@@ -1,9 +1,13 @@
 """Maps -> people: peak finding, limb scoring and greedy assembly (REFERENCE section 6).
 
-The algorithm is section 6's, vectorised: peaks of all parts at once, every candidate pair of
-a limb scored in one NumPy expression, greedy matching with one step per ACCEPTED connection,
-and assembly with one step per accepted connection through a part -> person lookup. A literal
-slow transcription lives in tests/test_decode.py; both return the same people.
+The algorithm is section 6's, vectorised: peaks of all parts at once (smoothing only the
+window of the maps where a peak can be, peak_window), the candidate pairs of all limbs scored
+in one NumPy pass (two probe samples per pair first: two failing samples already reject it),
+greedy matching with one sort per limb and a loop over accepted connections, and assembly
+with one step per accepted connection through a part -> person lookup. Every shortcut gives
+exactly what the full computation gives. A literal slow transcription lives in
+tests/test_decode.py; both return the same people (exact ties between neighbouring pixels
+aside, which the smoothing's float rounding breaks either way: scipy's there, OpenCV's here).
 
 Choices where the references differ or are silent (all tested):
 
@@ -75,6 +79,32 @@ def smooth_heatmaps(heatmaps, sigma_yx):
     return out.reshape(maps.shape)
 
 
+def peak_window(heatmaps, thre1, sigma_yx):
+    """((y0, y1), (x0, x1)): the part of the maps that peak finding must smooth, or None when
+    no part value exceeds thre1.
+
+    Smoothing averages values within a kernel radius R (positive weights summing to 1), so a
+    smoothed value can exceed thre1 only within R of a pixel that does. B = the bounding box of
+    those pixels: peaks lie within B + R, their neighbours within B + R + 1, and these are
+    smoothed exactly from the window B + 2R + 1 (its cut edges reflect only values of pixels
+    at most thre1, which cannot create a peak). With few people most of the map is skipped."""
+    above = heatmaps[..., :NUM_PARTS] > thre1
+    rows = np.flatnonzero(above.any(axis=(1, 2)))
+    if len(rows) == 0:
+        return None
+    # (any over axis 0, then 1, is many times faster than any over axes (0, 2) at once)
+    cols = np.flatnonzero(above[rows[0]:rows[-1] + 1].any(axis=0).any(axis=1))
+    reach_y, reach_x = (2 * gaussian_radius(s) + 1 for s in sigma_yx)
+    h, w = heatmaps.shape[:2]
+    y0, y1 = max(rows[0] - reach_y, 0), min(rows[-1] + 1 + reach_y, h)
+    x0, x1 = max(cols[0] - reach_x, 0), min(cols[-1] + 1 + reach_x, w)
+    # A band of rows is a contiguous view, a band of columns must be copied first (about a
+    # fifth of the cost of smoothing it): narrow the columns only when that pays clearly.
+    if x1 - x0 > 0.75 * w:
+        x0, x1 = 0, w
+    return (y0, y1), (x0, x1)
+
+
 class Peaks:
     """All peaks of one image, numbered part by part (ids are row indices of these arrays).
 
@@ -94,41 +124,57 @@ def find_peaks(heatmaps, thre1=THRE1, sigma=PEAK_SIGMA, pixel_size=1.0, refine=F
     """Section 6 peaks of the 18 part channels (a 19th, the background, is ignored)."""
     py, px = _pixel_size(pixel_size)
     heatmaps = np.asarray(heatmaps)
-    smooth = smooth_heatmaps(heatmaps, (sigma / py, sigma / px))
+    sigma_yx = (sigma / py, sigma / px)
+    window = peak_window(heatmaps, thre1, sigma_yx)
+    if window is None:
+        return _no_peaks()
+    (y0, y1), (x0, x1) = window
+    smooth = smooth_heatmaps(heatmaps[y0:y1, x0:x1], sigma_yx)
     h, w, n = smooth.shape
-    # Only pixels above the threshold can be peaks: test their 4 neighbours sparsely (flat
-    # indices, one gather each) instead of comparing whole shifted copies of the maps.
+    # Only pixels above the threshold can be peaks: test their neighbours sparsely (flat
+    # indices, one gather each) instead of comparing whole shifted copies of the maps. Up and
+    # down first: they need no coordinates and leave about one pixel per blob column, so the
+    # (slow) integer divisions that give x, for the left and right tests, run on few pixels.
     flat = smooth.ravel()
     above = smooth > thre1
     above[..., NUM_PARTS:] = False              # the background channel has no peaks
     index = np.flatnonzero(above)
-    ys, rest = np.divmod(index, w * n)
-    xs, ps = np.divmod(rest, n)
+    row = w * n
+    up = _neighbour(flat, index, -row, index >= row)
+    down = _neighbour(flat, index, row, index < flat.size - row)
     centre = flat[index]
-
-    def neighbour(inside, step):
-        values = np.zeros(len(index), np.float32)
-        values[inside] = flat[index[inside] + step]
-        return values
-
-    left, right = neighbour(xs > 0, -n), neighbour(xs < w - 1, n)
-    up, down = neighbour(ys > 0, -w * n), neighbour(ys < h - 1, w * n)
-    keep = (centre >= left) & (centre >= right) & (centre >= up) & (centre >= down)
+    keep = (centre >= up) & (centre >= down)
+    index, centre, up, down = index[keep], centre[keep], up[keep], down[keep]
+    ys, rest = np.divmod(index, row)
+    xs, ps = np.divmod(rest, n)
+    left = _neighbour(flat, index, -n, xs > 0)
+    right = _neighbour(flat, index, n, xs < w - 1)
+    keep = (centre >= left) & (centre >= right)
     ys, xs, ps = ys[keep], xs[keep], ps[keep]
     order = np.lexsort((xs, ys, ps))            # part, then row, then column
-    ys, xs, ps = ys[order], xs[order], ps[order]
+    ys, xs, ps = ys[order] + y0, xs[order] + x0, ps[order]
     score = heatmaps[ys, xs, ps].astype(np.float64)
     fx, fy = xs.astype(np.float64), ys.astype(np.float64)
     if refine and len(ys):
         # Vertex of the parabola through the smoothed values at the peak and its neighbours:
         # removes most of the quantisation of a coarse working grid.
         c = centre[keep][order].astype(np.float64)
-        l, r = left[keep][order], right[keep][order]
-        u, d = up[keep][order], down[keep][order]
-        fx += _parabola_offset(l, c, r)
-        fy += _parabola_offset(u, c, d)
+        fx += _parabola_offset(left[keep][order], c, right[keep][order])
+        fy += _parabola_offset(up[keep][order], c, down[keep][order])
     out_xy = np.stack([(fx + 0.5) * px - 0.5, (fy + 0.5) * py - 0.5], axis=1)
     return Peaks(np.stack([xs, ys], axis=1), ps, score, out_xy)
+
+
+def _no_peaks():
+    empty = np.zeros(0, np.intp)
+    return Peaks(np.zeros((0, 2), np.intp), empty, np.zeros(0), np.zeros((0, 2)))
+
+
+def _neighbour(flat, index, step, inside):
+    """flat[index + step] where `inside`, else 0 (the reference's zero outside the map)."""
+    values = np.zeros(len(index), flat.dtype)
+    values[inside] = flat[index[inside] + step]
+    return values
 
 
 def _parabola_offset(before, centre, after):
@@ -139,60 +185,126 @@ def _parabola_offset(before, centre, after):
     return np.clip(offset, -0.5, 0.5)
 
 
-def score_limb(pafs, limb, a_xy, b_xy, image_height, thre2=THRE2, mid_num=MID_NUM):
-    """Limb scores of every (A, B) candidate pair: (nA, nB) float64, -inf where rejected.
+def paf_at(pafs, limb, xs, ys):
+    """(vx, vy) float64 of `limb`'s field at map pixels (xs, ys): pafs is an (H, W, 38) array
+    or an object with sample(limb, xs, ys) (model.inference.GridPafs, which reads the
+    network's maps at those pixels instead of resampling them whole)."""
+    if isinstance(pafs, np.ndarray):
+        return (pafs[ys, xs, 2 * limb].astype(np.float64),
+                pafs[ys, xs, 2 * limb + 1].astype(np.float64))
+    return pafs.sample(limb, xs, ys)
+
+
+def candidate_pairs(peaks):
+    """Every candidate connection of every limb: (limb, id_a, id_b) int arrays ordered by
+    limb, then A's peak, then B's (section 6's double loop, flattened for all limbs)."""
+    first_a, first_b = peaks.start[LIMBS[:, 0]], peaks.start[LIMBS[:, 1]]
+    num_a = peaks.start[LIMBS[:, 0] + 1] - first_a
+    num_b = peaks.start[LIMBS[:, 1] + 1] - first_b
+    count = num_a * num_b
+    limb = np.repeat(np.arange(NUM_LIMBS), count)
+    t = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    i, j = np.divmod(t, num_b[limb]) if len(t) else (t, t)
+    return limb, first_a[limb] + i, first_b[limb] + j
+
+
+def _samples_needed(mid_num):
+    """How many of mid_num samples must exceed thre2: more than SAMPLE_FRACTION of them."""
+    counts = np.arange(mid_num + 1)
+    return int(counts[counts > SAMPLE_FRACTION * mid_num][0]) if mid_num > 0 else 1
+
+
+def _along(pafs, limb, a, vec, unit, t):
+    """PAF . unit direction at the points a + vec * t of each pair: (N, len(t))."""
+    xs = np.rint(a[:, 0, None] + vec[:, 0, None] * t).astype(np.intp)
+    ys = np.rint(a[:, 1, None] + vec[:, 1, None] * t).astype(np.intp)
+    vx, vy = paf_at(pafs, limb[:, None], xs, ys)
+    return vx * unit[:, 0, None] + vy * unit[:, 1, None]
+
+
+def score_pairs(pafs, limb, a_xy, b_xy, image_height, thre2=THRE2, mid_num=MID_NUM):
+    """Limb scores of candidate pairs: limb (N,) and their ends a_xy, b_xy (N, 2) map pixels
+    -> (N,) float64, -inf where rejected.
 
     score = mean over mid_num samples of PAF . unit(B - A) + min(0.5 * H / |B - A| - 1, 0);
-    a pair is kept when more than 80 % of the samples exceed thre2 and the score is > 0."""
-    a = a_xy.astype(np.float64)[:, None, :]
-    b = b_xy.astype(np.float64)[None, :, :]
-    vec = b - a                                                  # (nA, nB, 2)
-    norm = np.sqrt(vec[..., 0] * vec[..., 0] + vec[..., 1] * vec[..., 1])
+    a pair is kept when more than 80 % of the samples exceed thre2 and the score is > 0.
+    All limbs are scored in one pass, so the cost is a few NumPy calls whatever the number
+    of limbs and people."""
+    limb = np.asarray(limb)
+    a = a_xy.astype(np.float64)
+    vec = b_xy.astype(np.float64) - a                            # (N, 2)
+    norm = np.sqrt(vec[:, 0] * vec[:, 0] + vec[:, 1] * vec[:, 1])
     valid = norm > 0                                             # coincident peaks: no limb
     safe = np.where(valid, norm, 1.0)
-    t = np.arange(mid_num, dtype=np.float64) / (mid_num - 1)
-    xs = np.rint(a[..., 0, None] + vec[..., 0, None] * t).astype(np.intp)   # (nA, nB, mid)
-    ys = np.rint(a[..., 1, None] + vec[..., 1, None] * t).astype(np.intp)
-    vx = pafs[ys, xs, 2 * limb].astype(np.float64)
-    vy = pafs[ys, xs, 2 * limb + 1].astype(np.float64)
-    along = vx * (vec[..., 0] / safe)[..., None] + vy * (vec[..., 1] / safe)[..., None]
-    score = along.sum(axis=-1) / mid_num + np.minimum(0.5 * image_height / safe - 1.0, 0.0)
-    passed = (along > thre2).sum(axis=-1) > SAMPLE_FRACTION * mid_num
-    return np.where(valid & passed & (score > 0), score, -np.inf)
+    unit = vec / safe[:, None]
+    t = np.arange(mid_num, dtype=np.float64) / max(mid_num - 1, 1)   # mid_num = 1: A alone
+    # With 10 samples at most one may fail thre2, so two failing samples reject a pair: probe
+    # that many evenly spread inner samples of every pair first and sample the whole limb only
+    # for the pairs that survive (most pairs join parts of different people and fail). The
+    # probes are samples of the full set, so the result is the same as sampling everything.
+    needed = _samples_needed(mid_num)
+    probes = mid_num - needed + 1
+    if 0 < probes < mid_num:
+        picks = np.rint(np.arange(1, probes + 1) * (mid_num - 1) / (probes + 1)).astype(int)
+        failed = _along(pafs, limb, a, vec, unit, t[picks]) <= thre2
+        valid &= ~failed.all(axis=1)
+    score = np.full(len(limb), -np.inf)
+    keep = np.flatnonzero(valid)
+    if len(keep) == 0 or needed > mid_num:
+        return score
+    along = _along(pafs, limb[keep], a[keep], vec[keep], unit[keep], t)
+    total = along.sum(axis=-1) / mid_num + np.minimum(0.5 * image_height / safe[keep] - 1.0, 0.0)
+    passed = (along > thre2).sum(axis=-1) >= needed
+    score[keep] = np.where(passed & (total > 0), total, -np.inf)
+    return score
+
+
+def score_limb(pafs, limb, a_xy, b_xy, image_height, thre2=THRE2, mid_num=MID_NUM):
+    """score_pairs for every (A, B) pair of one limb: (nA, nB) float64, -inf where rejected."""
+    na, nb = len(a_xy), len(b_xy)
+    ia, ib = np.divmod(np.arange(na * nb), nb)
+    scores = score_pairs(pafs, np.full(na * nb, limb), a_xy[ia], b_xy[ib], image_height,
+                         thre2, mid_num)
+    return scores.reshape(na, nb)
 
 
 def greedy_match(scores):
     """Section 6's greedy matching: highest score first, each candidate used once, at most
-    min(nA, nB) connections. Ties go to the lower (i, j), as a stable sort would.
+    min(nA, nB) connections. Ties go to the lower (i, j), as the reference's stable sort.
 
-    Returns (i, j, score) arrays in acceptance order; one loop step per accepted pair."""
-    scores = scores.copy()
-    limit = min(scores.shape)
-    rows, cols, values = [], [], []
-    while len(rows) < limit:
-        flat = int(np.argmax(scores))
-        i, j = divmod(flat, scores.shape[1])
-        best = scores[i, j]
-        if best == -np.inf:
+    Returns (i, j, score) arrays in acceptance order. One sort, then a plain loop over the
+    accepted candidates only (there are few: rejected pairs are -inf)."""
+    flat = scores.ravel()
+    candidates = np.flatnonzero(flat > -np.inf)
+    order = candidates[np.argsort(-flat[candidates], kind="stable")]
+    limit = min(scores.shape) if scores.size else 0
+    used_i, used_j, accepted = set(), set(), []
+    for index in order.tolist():
+        i, j = divmod(index, scores.shape[1])
+        if i in used_i or j in used_j:
+            continue
+        used_i.add(i)
+        used_j.add(j)
+        accepted.append((i, j, flat[index]))
+        if len(accepted) >= limit:
             break
-        rows.append(i)
-        cols.append(j)
-        values.append(best)
-        scores[i, :] = -np.inf
-        scores[:, j] = -np.inf
-    return np.array(rows, np.intp), np.array(cols, np.intp), np.array(values, np.float64)
+    if not accepted:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, np.float64)
+    i, j, s = zip(*accepted)
+    return np.array(i, np.intp), np.array(j, np.intp), np.array(s, np.float64)
 
 
 def find_connections(peaks, pafs, image_height, thre2=THRE2, mid_num=MID_NUM):
     """Per limb: (idA, idB, score) arrays of the accepted connections (peak ids)."""
+    limb, id_a, id_b = candidate_pairs(peaks)
+    scores = score_pairs(pafs, limb, peaks.xy[id_a], peaks.xy[id_b], image_height, thre2,
+                         mid_num)
+    bounds = np.searchsorted(limb, np.arange(NUM_LIMBS + 1))
     connections = []
     for k, (pa, pb) in enumerate(LIMBS):
         ida, idb = peaks.of_part(pa), peaks.of_part(pb)
-        if len(ida) == 0 or len(idb) == 0:
-            connections.append((ida[:0], idb[:0], np.zeros(0)))
-            continue
-        scores = score_limb(pafs, k, peaks.xy[ida], peaks.xy[idb], image_height, thre2, mid_num)
-        i, j, s = greedy_match(scores)
+        block = scores[bounds[k]:bounds[k + 1]].reshape(len(ida), len(idb))
+        i, j, s = greedy_match(block)
         connections.append((ida[i], idb[j], s))
     return connections
 
@@ -248,15 +360,18 @@ def decode_poses(heatmaps, pafs, thre1=THRE1, thre2=THRE2, mid_num=MID_NUM, *,
 
     heatmaps: (H, W, 19 or 18) and pafs: (H, W, 38), float, at image resolution or at a
     working grid of `pixel_size` image pixels per map pixel (then sigma is still in image
-    pixels and keypoints come back in image coordinates, see the module docstring).
+    pixels and keypoints come back in image coordinates, see the module docstring). pafs may
+    also be an object with `shape` and sample(limb, xs, ys) (model.inference.GridPafs).
     refine: sub-pixel peak positions (parabola through the smoothed neighbours) in the output;
     the limbs are always scored from the integer peaks.
 
     Returns a list of people in assembly order, each {"keypoints": (18, 3) float64 x, y,
-    score in CMU order with zeros for missing parts (a found part's score is > 0), "score": total score (sum of the parts'
-    peak values and the connections' limb scores), "num_parts": int}."""
+    score in CMU order with zeros for missing parts (a found part's score is > 0), "score":
+    total score (sum of the parts' peak values and the connections' limb scores),
+    "num_parts": int}."""
     heatmaps = np.asarray(heatmaps)
-    pafs = np.asarray(pafs)
+    if not hasattr(pafs, "sample"):
+        pafs = np.asarray(pafs)
     if heatmaps.ndim != 3 or heatmaps.shape[2] < NUM_PARTS:
         raise ValueError(f"heatmaps must be (H, W, 19), got {heatmaps.shape}")
     if pafs.shape != heatmaps.shape[:2] + (2 * NUM_LIMBS,):

@@ -20,9 +20,12 @@ r = 1 the grid is the image and the resampling cubic, as the reference's; r > 1 
 grid of pixel size H / ceil(H / r) (about r), resampled bilinearly (half the cost of cubic),
 on which decoding is r^2 times cheaper; model.decode maps its peaks back to image
 coordinates with sub-pixel refinement. On ideal maps of synthetic val, r = 2 keeps AP within
-0.005 of r = 1 (see README). Maps of all
-scales, flips and models are averaged on that grid. A flipped input's maps are flipped back
-with left and right parts swapped and the PAFs' x components negated.
+0.005 of r = 1 (see README). Only the 18 part heatmaps are resampled (the decoder never reads
+the background). The PAFs are resampled whole only at r = 1; at r > 1 they stay at network
+resolution in a GridPafs, which the decoder reads at its limb samples only, with the values
+the bilinear resampling would have put on those pixels. Maps of all scales, flips and models
+are averaged on the working grid (GridPafs sums its sources when read). A flipped input's
+maps are flipped back with left and right parts swapped and the PAFs' x components negated.
 """
 import logging
 import queue
@@ -31,13 +34,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from model import decode, paths
 from model.cli import UserError
-from model.skeleton import FLIP_CMU, LIMBS, NUM_HEATMAPS, NUM_PAFS
+from model.skeleton import FLIP_CMU, LIMBS, NUM_HEATMAPS, NUM_LIMBS, NUM_PAFS, NUM_PARTS
 
 log = logging.getLogger(__name__)
 
@@ -123,19 +127,144 @@ def to_working_grid(maps, image_hw, scale, resolution=1, stride=STRIDE):
     return out
 
 
+def _bilinear_taps(n_src, n_dst, factor):
+    """cv2.resize's bilinear taps along one axis (fx = factor, size n_src -> n_dst, the
+    output cropped or edge-padded to n_dst like to_working_grid): (i0, i1, w) per output
+    pixel, value = (1 - w) * src[i0] + w * src[i1]."""
+    size = int(round(n_src * factor))
+    d = np.minimum(np.arange(n_dst), size - 1)           # edge padding repeats the last pixel
+    src = (d + 0.5) / factor - 0.5
+    i0 = np.floor(src).astype(np.intp)
+    w = src - i0
+    # Outside the source cv2 replicates the edge pixel (weight 0 on the missing neighbour).
+    outside = (i0 < 0) | (i0 >= n_src - 1)
+    i0 = np.clip(i0, 0, n_src - 1)
+    w[outside] = 0.0
+    return i0, np.minimum(i0 + 1, n_src - 1), w
+
+
+class _PafSource(NamedTuple):
+    """One network output's PAFs as GridPafs reads them (r > 1)."""
+    maps: np.ndarray          # (h, w, 38) as the network gave them
+    scale: float
+    flipped: bool
+    weight: float
+    planes: np.ndarray        # the same values as flat planes (limb, x|y, row, column)
+    area: int                 # h * w, the size of one plane
+    taps: tuple               # row offsets, row weights, columns, column weights (see add)
+
+
+class GridPafs:
+    """The PAFs of one image on its working grid, as the decoder reads them: `sample(limb,
+    xs, ys)` at integer working pixels, `dense()` for the whole grid, `shape` (Hw, Ww, 38).
+
+    Maps of several scales, flips and models are added with their weights. At r = 1 each
+    is resampled whole (cubic, the reference's path) and summed. At r > 1 the network's maps
+    are kept and read bilinearly at the requested pixels only: the decoder reads mid_num
+    points per candidate limb, a few thousand values, where resampling would compute
+    38 x Hw x Ww of them. The value read is the one the bilinear resampling (to_working_grid)
+    puts on that pixel (up to float rounding), so both give the same field."""
+
+    def __init__(self, image_hw, resolution=1):
+        self.image_hw, self.resolution = tuple(image_hw), int(resolution)
+        (hw, ww), self.pixel = working_grid(image_hw, resolution)
+        self.shape = (hw, ww, NUM_PAFS)
+        self._dense = None      # r = 1: the weighted sum so far
+        self._sources = []      # r > 1: _PafSource of every output added
+
+    def add(self, pafs, scale, flipped=False, weight=1.0, stride=STRIDE):
+        """Add `weight` x the PAFs of a network output at `scale` (of the mirrored image when
+        `flipped`)."""
+        pafs = np.asarray(pafs, np.float32)
+        if self.resolution == 1:
+            grid = to_working_grid(pafs, self.image_hw, scale, 1, stride)
+            if flipped:
+                grid = unflip_pafs(grid)
+            self._dense = grid * weight if self._dense is None else self._dense + grid * weight
+            return
+        (py, px), (hw, ww) = self.pixel, self.shape[:2]
+        h, w = pafs.shape[:2]
+        y0, y1, fy = _bilinear_taps(h, hw, stride / (py * scale))
+        x0, x1, fx = _bilinear_taps(w, ww, stride / (px * scale))
+        if flipped:   # working column u of the image is column ww - 1 - u of the mirror
+            x0, x1, fx = x0[::-1], x1[::-1], fx[::-1]
+        # Flat planes: np.take with flat indices is several times faster than fancy indexing
+        # of the (h, w, 38) array.
+        planes = pafs.reshape(h, w, NUM_LIMBS, 2).transpose(2, 3, 0, 1).ravel()
+        taps = (y0 * w, y1 * w, (1 - fy).astype(np.float32), fy.astype(np.float32),
+                x0, x1, (1 - fx).astype(np.float32), fx.astype(np.float32))
+        self._sources.append(_PafSource(pafs, float(scale), bool(flipped), float(weight),
+                                        planes, h * w, taps))
+
+    def sample(self, limb, xs, ys):
+        """(vx, vy) float64 arrays shaped like xs: the field of `limb` (an int or an array
+        broadcasting against xs) at working pixels (xs, ys)."""
+        if self._dense is not None:
+            return (self._dense[ys, xs, 2 * limb].astype(np.float64),
+                    self._dense[ys, xs, 2 * limb + 1].astype(np.float64))
+        vx, vy = np.zeros(np.shape(xs)), np.zeros(np.shape(xs))
+        for src in self._sources:
+            row0, row1, wy0, wy1, col0, col1, wx0, wx1 = src.taps
+            # A mirrored image's maps hold the mirrored limb, its x component negated.
+            k = LIMB_FLIP[limb] if src.flipped else np.asarray(limb)
+            r0, r1, c0, c1 = row0[ys], row1[ys], col0[xs], col1[xs]
+            gy0, gy1, gx0, gx1 = wy0[ys], wy1[ys], wx0[xs], wx1[xs]
+            plane = k * (2 * src.area)
+            i00, i01, i10, i11 = plane + r0 + c0, plane + r0 + c1, plane + r1 + c0, plane + r1 + c1
+            values = []
+            for component in (0, src.area):
+                top = (src.planes.take(i00 + component) * gx0
+                       + src.planes.take(i01 + component) * gx1)
+                bottom = (src.planes.take(i10 + component) * gx0
+                          + src.planes.take(i11 + component) * gx1)
+                values.append(top * gy0 + bottom * gy1)
+            vx += (-src.weight if src.flipped else src.weight) * values[0]
+            vy += src.weight * values[1]
+        return vx, vy
+
+    def dense(self):
+        """(Hw, Ww, 38) float32: the field on the whole grid."""
+        if self.resolution == 1:
+            return self._dense if self._dense is not None else np.zeros(self.shape, np.float32)
+        out = np.zeros(self.shape, np.float32)
+        for src in self._sources:
+            grid = to_working_grid(src.maps, self.image_hw, src.scale, self.resolution)
+            out += (unflip_pafs(grid) if src.flipped else grid) * src.weight
+        return out
+
+
+def heatmaps_to_grid(heatmaps, image_hw, scale, resolution=1):
+    """The 18 part channels of network heatmaps on the working grid (the decoder does not
+    read the background channel, so it is not resampled)."""
+    parts = np.ascontiguousarray(np.asarray(heatmaps, np.float32)[..., :NUM_PARTS])
+    return to_working_grid(parts, image_hw, scale, resolution)
+
+
 def maps_to_grid(heatmaps, pafs, image_hw, scale, resolution=1):
-    """Network heatmaps and PAFs -> both on the working grid (two contiguous arrays: the
-    decoder smooths the heatmaps in place of a strided copy)."""
-    return (to_working_grid(heatmaps, image_hw, scale, resolution),
-            to_working_grid(pafs, image_hw, scale, resolution))
+    """Network heatmaps and PAFs of one input -> (part heatmaps (Hw, Ww, 18) float32 on the
+    working grid, GridPafs)."""
+    grid_pafs = GridPafs(image_hw, resolution)
+    grid_pafs.add(pafs, scale)
+    return heatmaps_to_grid(heatmaps, image_hw, scale, resolution), grid_pafs
+
+
+def unflip_heatmaps(heatmaps):
+    """Heatmaps (18 or 19 channels) predicted on a horizontally flipped image -> heatmaps
+    of the image itself (left and right parts swapped)."""
+    return np.ascontiguousarray(heatmaps[:, ::-1][..., HEATMAP_FLIP[:heatmaps.shape[2]]])
+
+
+def unflip_pafs(pafs):
+    """PAFs predicted on a horizontally flipped image -> PAFs of the image itself (left and
+    right limbs swapped, x components negated)."""
+    paf = pafs[:, ::-1].reshape(pafs.shape[:2] + (-1, 2))[:, :, LIMB_FLIP].copy()
+    paf[..., 0] *= -1
+    return paf.reshape(pafs.shape[:2] + (NUM_PAFS,))
 
 
 def unflip_maps(heatmaps, pafs):
     """Maps predicted on a horizontally flipped image -> maps of the image itself."""
-    heat = heatmaps[:, ::-1][..., HEATMAP_FLIP]
-    paf = pafs[:, ::-1].reshape(pafs.shape[:2] + (-1, 2))[:, :, LIMB_FLIP].copy()
-    paf[..., 0] *= -1
-    return np.ascontiguousarray(heat), paf.reshape(pafs.shape[:2] + (NUM_PAFS,))
+    return unflip_heatmaps(heatmaps), unflip_pafs(pafs)
 
 
 def run_network(model, batch):
@@ -166,44 +295,49 @@ class _Accumulator:
     def __init__(self, image_hw, resolution, num_parts):
         self.image_hw, self.resolution = image_hw, resolution
         self.remaining = num_parts
-        self.heat = self.paf = None
+        self.heat = None
+        self.paf = GridPafs(image_hw, resolution)
 
     def add(self, paf, heat, scale, flipped, weight):
-        h, p = maps_to_grid(heat, paf, self.image_hw, scale, self.resolution)
+        h = heatmaps_to_grid(heat, self.image_hw, scale, self.resolution)
         if flipped:
-            h, p = unflip_maps(h, p)
-        if self.heat is None:
-            self.heat, self.paf = h * weight, p * weight
-        else:
-            self.heat += h * weight
-            self.paf += p * weight
+            h = unflip_heatmaps(h)
+        self.heat = h * weight if self.heat is None else self.heat + h * weight
+        self.paf.add(paf, scale, flipped, weight)
         self.remaining -= 1
         return self.remaining == 0
 
 
-def predict_maps(models, image, scales=(1.0,), flip=False, weights=None, *,
-                 scale_mode="native", boxsize=DEFAULT_BOXSIZE, resolution=1):
-    """(heatmaps (Hw, Ww, 19), pafs (Hw, Ww, 38)) of one BGR image: the weighted mean over
-    `models` (one Keras test model or a list; `weights` default equal) of the mean over
-    scales and flips, on the working grid (the image itself for resolution=1).
-
-    The fused ensemble calls this with the experts and its domain weights."""
-    settings = InferenceSettings(tuple(scales), scale_mode, boxsize, flip, resolution)
+def _accumulate(models, image, settings, weights):
+    """The _Accumulator holding the weighted mean of one BGR image's maps."""
     models, weights = _as_models(models, weights)
     image_hw = image.shape[:2]
     jobs = _jobs(settings, image_hw)
-    acc = _Accumulator(image_hw, resolution, len(jobs) * len(models))
+    acc = _Accumulator(image_hw, settings.resolution, len(jobs) * len(models))
     for scale, flipped in jobs:
         source = image[:, ::-1] if flipped else image
         batch, _ = prepare_input(np.ascontiguousarray(source), scale)
         for model, w in zip(models, weights):
             paf, heat = run_network(model, batch[None])
             acc.add(paf[0], heat[0], scale, flipped, w / len(jobs))
-    return acc.heat, acc.paf
+    return acc
+
+
+def predict_maps(models, image, scales=(1.0,), flip=False, weights=None, *,
+                 scale_mode="native", boxsize=DEFAULT_BOXSIZE, resolution=1):
+    """(part heatmaps (Hw, Ww, 18), pafs (Hw, Ww, 38)) float32 of one BGR image: the
+    weighted mean over `models` (one Keras test model or a list; `weights` default equal) of
+    the mean over scales and flips, on the working grid (the image itself for resolution=1).
+
+    The fused ensemble calls this with the experts and its domain weights."""
+    settings = InferenceSettings(tuple(scales), scale_mode, boxsize, flip, resolution)
+    acc = _accumulate(models, image, settings, weights)
+    return acc.heat, acc.paf.dense()
 
 
 def decode_maps(heatmaps, pafs, image_hw, settings=InferenceSettings()):
-    """People of one image from its working-grid maps (coordinates in image pixels)."""
+    """People of one image from its working-grid maps (coordinates in image pixels):
+    part heatmaps (Hw, Ww, 18 or 19) and PAFs as an (Hw, Ww, 38) array or a GridPafs."""
     _, pixel_size = working_grid(image_hw, settings.resolution)
     return decode.decode_poses(heatmaps, pafs, settings.thre1, settings.thre2,
                                settings.mid_num, pixel_size=pixel_size,
@@ -212,10 +346,8 @@ def decode_maps(heatmaps, pafs, image_hw, settings=InferenceSettings()):
 
 def predict_people(models, image, settings=InferenceSettings(), weights=None):
     """People (model.decode format) of one BGR image."""
-    heat, paf = predict_maps(models, image, settings.scale_search, settings.flip, weights,
-                             scale_mode=settings.scale_mode, boxsize=settings.boxsize,
-                             resolution=settings.resolution)
-    return decode_maps(heat, paf, image.shape[:2], settings)
+    acc = _accumulate(models, image, settings, weights)
+    return decode_maps(acc.heat, acc.paf, image.shape[:2], settings)
 
 
 # ------------------------------------------------------------------------------ a whole set

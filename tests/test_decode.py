@@ -230,6 +230,65 @@ def test_parity_on_an_image_sized_scene():
     assert_same_people(decode.decode_poses(heat, paf), slow)
 
 
+def test_parity_when_people_fill_only_part_of_the_map():
+    """Peak finding smooths only the window around pixels above thre1 (decode.peak_window):
+    a small person in a corner, one against the border and one narrow band of people give
+    the literal decoder's people, and the window really is smaller than the map."""
+    hw = (160, 220)
+    corner = standing([(40, 20)], 70)
+    edge = standing([(205, 40)], 110)                 # right arm and leg off the map
+    band = standing([(100, 15), (112, 30)], 90)       # two overlapping people, a column band
+    for people in (corner, edge, band):
+        # Whole pixels: a joint at x.5 makes two exactly tied maxima, which float rounding of
+        # the smoothing (scipy's or OpenCV's) breaks either way.
+        people[..., :2] = np.round(people[..., :2])
+        inside = ((people[..., 0] >= 0) & (people[..., 0] <= hw[1] - 1)
+                  & (people[..., 1] >= 0) & (people[..., 1] <= hw[0] - 1))
+        people[..., 2] = np.where(inside, 2, 0)
+        heat, paf = render(people, hw)
+        (y0, y1), (x0, x1) = decode.peak_window(heat, 0.1, (3.0, 3.0))
+        assert (y1 - y0) * (x1 - x0) < hw[0] * hw[1]
+        slow = literal_decode(heat, paf)
+        assert len(slow) >= 1
+        assert_same_people(decode.decode_poses(heat, paf), slow)
+    assert decode.peak_window(np.zeros((20, 20, 19)), 0.1, (3.0, 3.0)) is None
+
+
+@pytest.mark.parametrize("mid_num", [4, 20])
+def test_parity_with_other_sample_counts(mid_num):
+    """The probe samples depend on mid_num (how many failures reject a pair)."""
+    rng = np.random.default_rng(11)
+    hw = (150, 200)
+    people = random_people(rng, 8, hw, min_height=30, max_height=120, cluster=True)
+    heat, paf = render(people, hw, noise=0.03, rng=rng)
+    slow = literal_decode(heat, paf, mid_num=mid_num)
+    assert len(slow) >= 2
+    assert_same_people(decode.decode_poses(heat, paf, mid_num=mid_num), slow)
+
+
+def test_two_failing_samples_reject_a_limb_wherever_they_are():
+    """score_pairs probes two inner samples of every pair first (two failures reject: more
+    than 80 % of 10 must pass); pairs failing elsewhere are rejected by the full sampling,
+    and one failure anywhere is allowed."""
+    hw = (40, 60)
+    a, b = np.array([[5, 20]]), np.array([[50, 20]])  # samples at x = 5, 10, ..., 50
+    probes = np.rint(np.arange(1, 3) * 9 / 3).astype(int)
+    assert probes.tolist() == [3, 6]
+
+    def score(failing):
+        paf = np.zeros(hw + (38,), np.float32)
+        paf[:, :, 0] = 1.0
+        for i in failing:
+            paf[20, 5 + 5 * i, 0] = 0.0
+        return decode.score_pairs(paf, np.array([0]), a, b, image_height=100)[0]
+
+    assert score([]) == pytest.approx(1.0)
+    for one in (0, 3, 6, 9):
+        assert score([one]) == pytest.approx(0.9)
+    for two in ([3, 6], [0, 9], [3, 9], [1, 2]):
+        assert score(two) == -np.inf
+
+
 # ----------------------------------------------------------------------------- conventions
 
 def test_keypoints_come_back_at_the_rendered_pixels():
@@ -424,6 +483,47 @@ def test_coarse_grid_with_refinement_finds_joints_within_a_pixel(resolution):
     errors = np.concatenate(errors)
     # Without refinement the error would be up to r / 2 (median about 1.5 px at r = 4).
     assert np.median(errors) < 0.5 and errors.max() < 1.0
+
+
+def test_grid_pafs_read_what_the_resampling_puts_there():
+    """GridPafs at r > 1 reads the network maps at the requested pixels only; the values are
+    those of to_working_grid (bilinear), scales, flips and weights included; at r = 1 it
+    holds the cubic resampling itself."""
+    rng = np.random.default_rng(8)
+    hw = (301, 397)
+    for resolution in (2, 3, 1):
+        grid = inference.GridPafs(hw, resolution)
+        expected = 0.0
+        for scale, flipped, weight in ((1.0, False, 0.5), (0.75, True, 0.3), (1.3, False, 0.2)):
+            cells = (-(-round(hw[0] * scale) // 8), -(-round(hw[1] * scale) // 8))
+            net = rng.normal(0, 1, cells + (38,)).astype(np.float32)
+            grid.add(net, scale, flipped, weight)
+            dense = inference.to_working_grid(net, hw, scale, resolution)
+            expected = expected + weight * (inference.unflip_pafs(dense) if flipped else dense)
+        assert grid.shape == expected.shape
+        np.testing.assert_allclose(grid.dense(), expected, atol=1e-5)
+        ys = rng.integers(0, expected.shape[0], (40, 10))
+        xs = rng.integers(0, expected.shape[1], (40, 10))
+        limbs = rng.integers(0, 19, (40, 1))
+        vx, vy = grid.sample(limbs, xs, ys)
+        np.testing.assert_allclose(vx, expected[ys, xs, 2 * limbs], atol=1e-4)
+        np.testing.assert_allclose(vy, expected[ys, xs, 2 * limbs + 1], atol=1e-4)
+
+
+def test_decoding_with_grid_pafs_equals_decoding_resampled_pafs():
+    rng = np.random.default_rng(9)
+    hw = (480, 640)
+    people = random_people(rng, 10, hw, min_height=100, max_height=300, cluster=True)
+    heat8, paf8 = render(people, hw, stride=8, noise=0.03, rng=rng)
+    settings = inference.InferenceSettings(resolution=2)
+    heat, grid = inference.maps_to_grid(heat8, paf8, hw, 1.0, 2)
+    assert heat.shape == (240, 320, 18) and isinstance(grid, inference.GridPafs)
+    lazy = inference.decode_maps(heat, grid, hw, settings)
+    dense = inference.decode_maps(heat, inference.to_working_grid(paf8, hw, 1.0, 2), hw, settings)
+    assert len(lazy) == len(dense) >= 8
+    for f, s in zip(lazy, dense):
+        np.testing.assert_array_equal(f["keypoints"], s["keypoints"])
+        assert f["score"] == pytest.approx(s["score"], abs=1e-4)
 
 
 def test_flipped_maps_are_flipped_back():

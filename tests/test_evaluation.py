@@ -59,13 +59,15 @@ def decodable_gt(coco):
 
 
 def render_full(joints, hw):
-    """Ideal maps at image resolution: heatmaps at the joints; PAFs 8 px thick between the
-    pixels where the heatmap peaks lie (a rectangle ending at the unrounded joint would put
-    the limb's end samples just outside it)."""
-    heat = targets.make_heatmaps(joints, hw, stride=1)
+    """Ideal maps at image resolution, every joint on its nearest pixel: heatmaps at the
+    joints, PAFs 8 px thick between them. Whole pixels because a joint at x.5 would give two
+    exactly equal maxima, both of them peaks for section 6's >= test (a tie no network's maps
+    have): the extra peak takes one of the person's limbs and splits the person (2 of the 13
+    people below OKS 0.9 on the 150 synthetic val images). The cost is at most 0.7 px."""
     rounded = joints.copy()
     rounded[..., :2] = np.rint(rounded[..., :2])
-    return heat, targets.make_pafs(rounded, hw, stride=1, thickness=8.0)
+    return (targets.make_heatmaps(rounded, hw, stride=1),
+            targets.make_pafs(rounded, hw, stride=1, thickness=8.0))
 
 
 def render_net(joints, hw_in):
@@ -107,12 +109,15 @@ def test_round_trip_at_full_resolution(val60):
         heat, paf = render_full(people_of(val, im["id"]), hw)
         records += decode.people_to_coco(decode.decode_poses(heat, paf), im["id"])
     assert sum(len(people_of(val, im["id"])) for im in val.dataset["images"]) >= 20
-    # Issue 4's bar: 0.95 on all people (measured 0.970 here, 0.962 on 150 images); on the
-    # people section 6 can build whole 0.990 (0.990 on 150 images). What is lost: people cut
-    # by the image border into pieces the limb tree cannot join, and limbs of overlapping
-    # people whose averaged PAFs make even ideal maps ambiguous.
+    # Issue 4's bars: 0.95 on all people (measured 0.975 here, 0.966 on 150 images) and 0.99
+    # with people of fewer than 4 labelled parts left out. The generator already marks those
+    # num_keypoints = 0, so that set is all people, and 0.99 is out of reach: people cut by
+    # the image border (shoulders, so the neck, outside it) have labelled parts in pieces the
+    # limb tree cannot join (2 of 115 here, 8 of 319 on 150 images). On the people section 6
+    # can build whole: 0.995 (0.994 on 150 images); what is left are overlapping people whose
+    # averaged PAFs or merged heatmap peaks make even ideal maps ambiguous.
     assert ap(val, records) >= 0.95
-    assert ap(decodable, records) >= 0.985
+    assert ap(decodable, records) >= 0.99
 
 
 def _stride8_records(val, resolution):
@@ -131,8 +136,8 @@ def test_round_trip_at_stride_8_through_the_resolution_step(val60):
     val, decodable = val60, decodable_gt(val60)
     coarse = _stride8_records(val, inference.DEFAULT_RESOLUTION)
     full = _stride8_records(val, 1)
-    assert ap(val, coarse) >= 0.9                 # issue 4's bar (measured 0.958)
-    assert ap(decodable, coarse) >= 0.95          # (measured 0.976)
+    assert ap(val, coarse) >= 0.9                 # issue 4's bar (measured 0.964)
+    assert ap(decodable, coarse) >= 0.95          # (measured 0.984)
     # The default working grid costs less than 0.005 AP against image resolution.
     assert abs(ap(decodable, coarse) - ap(decodable, full)) <= 0.005
     assert abs(ap(val, coarse) - ap(val, full)) <= 0.005
