@@ -5,10 +5,11 @@ route   for each image, the predictions of the expert whose domain the classifie
         motion blur).
 fuse    for each image, run the experts, average their heatmaps and PAFs weighted by the
         domain probabilities (normalised to sum 1), then decode once
-        (model.inference.predict_maps with the weights: the average is taken on the decoder's
-        working grid, after the resolution step, which is linear, so it equals averaging the
-        full-resolution maps and resampling once). An expert whose probability is below
-        `skip_below` (default 0: none) is not run and the others are renormalised.
+        (model.inference.predict_dataset with each image's weights: batched and pipelined
+        like the evaluation; the average is taken on the decoder's working grid, after the
+        resolution step, which is linear, so it equals averaging the full-resolution maps and
+        resampling once). An expert whose weight is 0 (probability below `skip_below`,
+        default 0, or exactly 0) is not run on that image and the others are renormalised.
 oracle  an upper bound of any per-image choice of one expert: the expert whose predictions
         score best against the ground truth; score = sum of the OKS of the Hungarian-matched
         (prediction, ground truth) pairs / max(#predictions, #ground-truth people), so missed
@@ -26,7 +27,8 @@ from model import evaluation, files
 from model import uncertainty as unc
 from model.cli import UserError
 from model.files import read_json
-from model.paths import DOMAIN_RESULTS_DIR, EFFECT_NAMES, EXPERT_EFFECTS
+from model.paths import (DOMAIN_RESULTS_DIR, EFFECT_NAMES, EXPERT_EFFECTS, image_dir,
+                         image_file_name)
 from model.uncertainty import coco_oks, evaluated_gt, group_by_image, records_to_array
 
 log = logging.getLogger(__name__)
@@ -214,7 +216,10 @@ def run(method, data_type, results_dir, coco_root, domain_results=None, num_imag
         opts = dict(fuse_options or {})
         skip_below = opts.pop("skip_below", 0.0)
         config, settings, weights = fuse_plan(results_dir, data_type, num_images, **opts)
-        records, seconds, info = fuse_set(data_type, coco_root, image_ids, probs,
+        listed = coco_gt.imgs if coco_gt is not None else {}
+        images = [{"file_name": image_file_name(data_type, i), **listed.get(i, {}), "id": i}
+                  for i in image_ids]
+        records, seconds, info = fuse_set(data_type, coco_root, images, probs,
                                           (config, settings), weights, skip_below)
         report.update(info)
         skipped = {i for i, _ in info["skipped_images"]}
@@ -267,19 +272,6 @@ def run(method, data_type, results_dir, coco_root, domain_results=None, num_imag
     return report
 
 
-def fused_maps(models, image, probs, settings=None, skip_below=0.0):
-    """(heatmaps, pafs, indices of the experts run) of one BGR image: the experts' maps
-    averaged with weights fusion_weights(probs, skip_below), on the decoder's working grid."""
-    from model import inference
-    settings = settings or inference.InferenceSettings()
-    w = fusion_weights(probs, skip_below)
-    run = np.flatnonzero(w > 0)
-    heat, paf = inference.predict_maps(
-        [models[k] for k in run], image, settings.scale_search, settings.flip, w[run],
-        scale_mode=settings.scale_mode, boxsize=settings.boxsize, resolution=settings.resolution)
-    return heat, paf, run
-
-
 DEFAULT_CONFIG = "full"     # eval/eval_coco2014_single_scale.py's default --config
 
 
@@ -320,16 +312,16 @@ def fuse_plan(results_dir, data_type, num_images, config=None, weights=None,
     return cfg.name, settings, list(weights)
 
 
-def fuse_set(data_type, coco_root, image_ids, probs, settings, weights=None,
+def fuse_set(data_type, coco_root, images, probs, settings, weights=None,
              skip_below=0.0, progress=True):
     """Fused predictions of every image: (records, seconds of inference, info).
 
-    settings: (config name, model.inference.InferenceSettings); weights: three weight files
-    (None, or None for one: that expert's default, model.inference.find_weights)."""
-    from tqdm import tqdm
-
-    from model import decode, inference
-    from model.paths import image_dir, image_file_name
+    images: COCO image dicts (id, file_name, optional height and width); each image averages
+    the experts' maps with weights fusion_weights(its domain probabilities, skip_below), and
+    an expert with weight 0 is not run on it. settings: (config name,
+    model.inference.InferenceSettings); weights: three weight files (None, or None for one:
+    that expert's default, model.inference.find_weights)."""
+    from model import inference
 
     config, settings = settings
     chosen = [inference.find_weights(e, w) for e, w in
@@ -338,28 +330,21 @@ def fuse_set(data_type, coco_root, image_ids, probs, settings, weights=None,
         log.info("fuse: %s expert weights %s (%s)", EFFECT_NAMES[effect], path, note)
     (models, load_seconds) = timed(lambda: [inference.load_pose_model(config, p)
                                             for p, _ in chosen])
-    folder = image_dir(coco_root, data_type)
-    records, skipped, runs, used = [], [], 0, np.zeros(len(EXPERT_EFFECTS))
-    start = time.perf_counter()
-    for image_id in tqdm(image_ids, desc="fuse", unit="img", disable=not progress):
-        image, reason = inference.read_image(folder / image_file_name(data_type, image_id))
-        if image is None:
-            skipped.append([int(image_id), reason])
-            log.warning("skipped image %d: %s", image_id, reason)
-            continue
-        heat, paf, run = fused_maps(models, image, probs[int(image_id)], settings, skip_below)
-        people = inference.decode_maps(heat, paf, image.shape[:2], settings)
-        records.extend(decode.people_to_coco(people, image_id))
-        runs += len(run)
-        used[run] += 1
-    seconds = time.perf_counter() - start
+    expert_weights = {int(im["id"]): fusion_weights(probs[int(im["id"])], skip_below)
+                      for im in images}
+    records, pred = inference.predict_dataset(
+        models, images, image_dir(coco_root, data_type), settings,
+        weights=expert_weights.__getitem__, progress=progress)
+    used = sum((expert_weights[i] > 0).astype(int) for i in pred["image_ids"]) \
+        if pred["image_ids"] else np.zeros(len(EXPERT_EFFECTS), int)
+    skipped = [[int(i), reason] for i, reason in pred["skipped"]]
     if skipped:
-        log.warning("fuse: %d of %d images skipped", len(skipped), len(image_ids))
+        log.warning("fuse: %d of %d images skipped", len(skipped), len(images))
     info = {"config": config,
             "weights": [str(p) for p, _ in chosen], "weights_notes": [n for _, n in chosen],
             "settings": {k: (list(v) if isinstance(v, tuple) else v)
                          for k, v in vars(settings).items()},
-            "skip_below": skip_below, "network_runs": int(runs),
+            "skip_below": skip_below, "network_runs": int(used.sum()),
             "expert_runs": {EFFECT_NAMES[e]: int(u) for e, u in zip(EXPERT_EFFECTS, used)},
             "skipped_images": skipped, "model_load_seconds": round(load_seconds, 2)}
-    return records, seconds, info
+    return records, pred["seconds"], info

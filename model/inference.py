@@ -393,6 +393,10 @@ def predict_dataset(models, images, image_dir, settings=InferenceSettings(), wei
     batches of equal-sized inputs (images are taken in order of their size so that batches
     fill), and a decoder thread resamples, averages and decodes the maps beside it.
 
+    weights: one weight per model for every image (default equal), or a function of the
+    image id giving that image's weights (the fused ensemble's domain probabilities); a model
+    whose weight is 0 for every image of a batch does not run on it.
+
     checkpoint(records, image_ids, seconds), when given, is called from the decoder thread
     with copies of the results so far every `checkpoint_every` images (to save them for a
     resumed run).
@@ -401,7 +405,12 @@ def predict_dataset(models, images, image_dir, settings=InferenceSettings(), wei
     "skipped": [(id, reason)], "seconds": wall time, "network_seconds": time in the network}."""
     from tqdm import tqdm
 
-    models, weights = _as_models(models, weights)
+    if callable(weights):
+        models = _as_models(models, None)[0]
+        weights_of = lambda image_id: _as_models(models, weights(image_id))[1]  # noqa: E731
+    else:
+        models, fixed = _as_models(models, weights)
+        weights_of = lambda image_id: fixed  # noqa: E731
     batch_size = max(1, int(batch_size))
     order = sorted(images, key=lambda im: (-int(im.get("height", 0)), -int(im.get("width", 0)),
                                            int(im["id"])))
@@ -445,17 +454,19 @@ def predict_dataset(models, images, image_dir, settings=InferenceSettings(), wei
     loader.start()
     decoder.start()
     network_seconds = 0.0
-    pending = []  # (image_id, image_hw, scale, flipped, input, weight share)
+    pending = []  # (image_id, image_hw, scale, flipped, input, weight of each model)
 
     def flush():
         nonlocal network_seconds
-        batch = np.stack([p[4] for p in pending])
-        for model, w in zip(models, weights):
+        for m, model in enumerate(models):
+            members = [p for p in pending if p[5][m] > 0]
+            if not members:
+                continue
             t0 = time.perf_counter()
-            paf, heat = run_network(model, batch)
+            paf, heat = run_network(model, np.stack([p[4] for p in members]))
             network_seconds += time.perf_counter() - t0
-            for k, (image_id, image_hw, scale, flipped, _, share) in enumerate(pending):
-                _put(outputs, (image_id, image_hw, paf[k], heat[k], scale, flipped, w * share),
+            for k, (image_id, image_hw, scale, flipped, _, w) in enumerate(members):
+                _put(outputs, (image_id, image_hw, paf[k], heat[k], scale, flipped, w[m]),
                      decoder)
         pending.clear()
 
@@ -471,14 +482,15 @@ def predict_dataset(models, images, image_dir, settings=InferenceSettings(), wei
                 log.warning("skipped image %d: %s", item[1], item[2])
                 continue
             _, image_id, image_hw, inputs = item
+            w = weights_of(image_id)
             accumulators[image_id] = _Accumulator(image_hw, settings.resolution,
-                                                  len(inputs) * len(models))
+                                                  len(inputs) * int((w > 0).sum()))
             for scale, flipped, batch_input in inputs:
                 if pending and (pending[0][4].shape != batch_input.shape
                                 or len(pending) >= batch_size):
                     flush()
                 pending.append((image_id, image_hw, scale, flipped, batch_input,
-                                1.0 / len(inputs)))
+                                w / len(inputs)))
         if pending:
             flush()
         _put(outputs, _DONE, decoder)

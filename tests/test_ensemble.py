@@ -37,26 +37,45 @@ def small_experts():
     return [network.build_pose_model("small", vgg19=None, seed=s) for s in range(3)]
 
 
-def test_fusion_with_one_hot_probabilities_equals_that_expert(small_experts):
+def test_fused_set_weights_each_image_by_its_own_probabilities(small_experts, tmp_path,
+                                                               monkeypatch):
+    """predict_dataset with per-image weights (the fused ensemble) gives each image the
+    weighted mean of the experts' maps, and runs an expert only on images it weighs."""
+    import cv2
+
     from model import inference
-    image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    probs = {1: [0.0, 1.0, 0.0], 2: [0.5, 0.3, 0.2], 3: [0.02, 0.9, 0.08], 4: [1.0, 0.0, 0.0]}
+    weights = {i: ens.fusion_weights(p, skip_below=0.05) for i, p in probs.items()}
+    images, pixels = [], {}
+    for i in probs:
+        pixels[i] = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+        cv2.imwrite(str(tmp_path / f"{i}.png"), pixels[i])
+        images.append({"id": i, "file_name": f"{i}.png", "height": 40, "width": 56})
+    runs = {id(m): 0 for m in small_experts}
+    network = inference.run_network
+
+    def counting(model, batch):
+        runs[id(model)] += len(batch)
+        return network(model, batch)
+
+    monkeypatch.setattr(inference, "run_network", counting)
+    # the decoder step hands back the averaged maps instead of people
+    monkeypatch.setattr(inference, "decode_maps", lambda heat, paf, hw, s: (heat, paf.dense()))
+    monkeypatch.setattr(inference.decode, "people_to_coco",
+                        lambda maps, image_id: [{"image_id": image_id, "score": 0, "maps": maps}])
     settings = inference.InferenceSettings(resolution=2)
-    alone = [inference.predict_maps(m, image, resolution=2) for m in small_experts]
-    for e in range(3):
-        heat, paf, run = ens.fused_maps(small_experts, image, np.eye(3)[e], settings)
-        np.testing.assert_array_equal(heat, alone[e][0])
-        np.testing.assert_array_equal(paf, alone[e][1])
-        assert run.tolist() == [e]                     # a zero weight is not run
-    heat, paf, _ = ens.fused_maps(small_experts, image, [0.5, 0.3, 0.2], settings)
-    np.testing.assert_allclose(heat, sum(w * a[0] for w, a in zip((.5, .3, .2), alone)),
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(paf, sum(w * a[1] for w, a in zip((.5, .3, .2), alone)),
-                               rtol=1e-5, atol=1e-6)
-    # an expert below skip_below is not run at all
-    heat, _, run = ens.fused_maps(small_experts, image, [0.02, 0.9, 0.08], settings, 0.05)
-    assert run.tolist() == [1, 2]
-    np.testing.assert_allclose(heat, (0.9 * alone[1][0] + 0.08 * alone[2][0]) / 0.98,
-                               rtol=1e-5, atol=1e-6)
+    records, info = inference.predict_dataset(small_experts, images, tmp_path, settings,
+                                              weights=weights.__getitem__, progress=False)
+    assert info["image_ids"] == [1, 2, 3, 4]
+    assert [runs[id(m)] for m in small_experts] == [2, 3, 2]   # zero weights are not run
+    monkeypatch.setattr(inference, "run_network", network)
+    for record in records:
+        i = record["image_id"]
+        alone = [inference.predict_maps(m, pixels[i], resolution=2) for m in small_experts]
+        for k in (0, 1):                                         # heatmaps, PAFs
+            expected = sum(w * a[k] for w, a in zip(weights[i], alone))
+            np.testing.assert_allclose(record["maps"][k], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_fusion_weights_skip_unlikely_experts():

@@ -189,6 +189,36 @@ def _upright(kind="standing", back=False):
     return synthetic.body_geometry(person)
 
 
+def test_line_kernel_is_a_normalised_streak_in_its_direction():
+    horizontal = synthetic.line_kernel(9, 0.0)
+    assert horizontal.shape == (9, 9) and horizontal.sum() == pytest.approx(1.0)
+    assert np.count_nonzero(horizontal) == np.count_nonzero(horizontal[4]) == 9
+    vertical = synthetic.line_kernel(9, math.pi / 2)
+    assert np.allclose(vertical, horizontal.T, atol=1e-6)
+    diagonal = synthetic.line_kernel(9, math.pi / 4)
+    assert diagonal.sum() == pytest.approx(1.0) and diagonal[4, 4] > 0
+    # 9 px long at 45 degrees: about 6.4 px along each axis, on the main diagonal only
+    assert np.count_nonzero(np.diag(diagonal)) == 7 and np.count_nonzero(diagonal) == 7
+
+
+def test_camera_blur_softens_its_share_of_images_and_leaves_annotations_alone(monkeypatch):
+    count = 12
+    drawn = [synthetic.render_image(0, "val2014", i) for i in range(count)]
+    monkeypatch.setattr(synthetic, "DEFOCUS_P", 0.0)
+    monkeypatch.setattr(synthetic, "SHAKE_P", 0.0)
+    sharp = [synthetic.render_image(0, "val2014", i) for i in range(count)]
+    p_soft = 0.2 + 0.2                       # the module's DEFOCUS_P + SHAKE_P
+    expected = [np.random.default_rng([0, 2, i, 1]).random() < p_soft for i in range(count)]
+    assert 0 < sum(expected) < count         # the seed shows both cases
+    for (image, record, anns), (image0, record0, anns0), soft in zip(drawn, sharp, expected):
+        assert record == record0 and anns == anns0
+        assert (not np.array_equal(image, image0)) == soft
+        if soft:                             # less fine detail than the same image drawn sharp
+            detail = [np.abs(np.diff(im.astype(np.float32), axis=1)).mean()
+                      for im in (image, image0)]
+            assert detail[0] < detail[1]
+
+
 def test_body_geometry_is_anatomical_and_faces_the_camera():
     geo = _upright()
     kp = {n: geo["keypoints"][i] for i, n in enumerate(skeleton.COCO_KEYPOINTS)}
