@@ -19,7 +19,7 @@ import logging
 import time
 from pathlib import Path
 
-from model import paths
+from model import paths, synthetic
 from model.cli import UserError, add_coco_root, add_seed, main_guard, str2bool
 from model.experiment import Runner, Step
 
@@ -66,6 +66,12 @@ def parse_args(argv=None):
     p.add_argument("--classifier_milestones", default="9",
                    help="epochs after which the classifier's lr drops x0.1 (space separated)")
     p.add_argument("--classifier_input_size", type=int, default=64)
+    p.add_argument("--classifier_input_mode", default=None, choices=("resize", "crop"),
+                   help="train.py --input_mode (default: crop for small, whose 64 px crops of "
+                        "a 128 px view keep the motion blur visible; resize, the fork's, for full)")
+    p.add_argument("--classifier_val_fraction", type=float, default=None,
+                   help="train2014 images held out to validate the classifier (default: 0.2 "
+                        "for small, 80 of the demo's 400 images; train.py's 0.1 for full)")
     p.add_argument("--scale_mode", default=None, choices=("native", "boxsize"),
                    help="evaluation scale mode (default: boxsize for small, native for full)")
     p.add_argument("--scale_search", type=float, default=None,
@@ -102,7 +108,8 @@ def data_steps(a, d, runner):
         steps.append(Step("synthetic_coco", [
             "python", SCRIPT["synthetic"], "--coco_root", a.coco_root, "--num_train",
             a.num_train, "--num_val", a.num_val, "--seed", a.seed],
-            [paths.annotation_file(a.coco_root, "val2014")]))
+            [paths.annotation_file(a.coco_root, "val2014")],
+            stamp=f"generator {synthetic.GENERATOR_VERSION}"))
     holdout = ["--val_holdout", a.val_holdout]
     return steps + [
         Step("masks", ["python", SCRIPT["masks"], "--coco_root", a.coco_root]),
@@ -139,10 +146,18 @@ def training_steps(a, d, runner):
              "--arch", a.classifier_arch, "--epochs", a.classifier_epochs,
              "--input_size", a.classifier_input_size, "--milestones",
              *a.classifier_milestones.split(), "--seed", a.seed, "--log_dir", log_dir]
+    recipe = {"arch": a.classifier_arch, "input_size": a.classifier_input_size,
+              "input_mode": a.classifier_input_mode or ("crop" if a.config == "small"
+                                                        else "resize"),
+              "val_fraction": a.classifier_val_fraction or (0.2 if a.config == "small" else 0.1),
+              "milestones": [int(m) for m in a.classifier_milestones.split()], "seed": a.seed}
+    train += ["--input_mode", recipe["input_mode"], "--val_fraction", recipe["val_fraction"]]
     train = Step("train_classifier", train)
     runs = sorted(p for p in log_dir.glob("*") if (p / "checkpoints").is_dir()) \
         if log_dir.is_dir() else []
-    if runs and not a.force and not runner.is_done(train):   # interrupted: continue it
+    # Continue the newest run only if it was interrupted with this recipe; a run of other
+    # settings (say, before the defaults changed) stays as it is and a new one starts.
+    if runs and not a.force and not runner.is_done(train) and _same_recipe(runs[-1], recipe):
         train.command = ["python", SCRIPT["train_classifier"], "--resume", runs[-1],
                          "--epochs", a.classifier_epochs]
     validation = d["results"] / "classifier_validation"
@@ -157,6 +172,14 @@ def training_steps(a, d, runner):
                                      "--out_dir", d["domain"]], [d["domain"] / f"{t}.json"])
               for t in paths.EVAL_DATATYPES]
     return steps
+
+
+def _same_recipe(run_dir, recipe):
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all(config.get(k) == v for k, v in recipe.items())
 
 
 def evaluation_steps(a, d, runner):

@@ -1,8 +1,10 @@
 """A minimal resumable step runner for run_experiment.py.
 
 Each step is a command line of one of the project's scripts (exactly what a user would type)
-and the files that prove it finished. A finished step leaves a marker with its command; a
-rerun skips a step whose marker matches the command and whose outputs all exist."""
+and the files that prove it finished. A finished step leaves a marker with its command and
+stamp (what else decides its output, e.g. the synthetic generator's version); a rerun skips a
+step whose marker matches both and whose outputs all exist. Once a step runs, every later step
+runs too: each may depend on what an earlier one wrote."""
 import json
 import logging
 import shlex
@@ -24,6 +26,10 @@ class Step:
     command: list                      # argv; "python" is replaced by this interpreter
     outputs: object = field(default_factory=list)   # paths, or a callable returning them
                                                     # (for names known only after earlier steps)
+    stamp: str = ""
+
+    def record(self):
+        return {"command": [str(a) for a in self.command], "stamp": self.stamp}
 
     def argv(self):
         return [sys.executable if a == "python" else str(a) for a in self.command]
@@ -35,7 +41,7 @@ class Step:
 class Runner:
     def __init__(self, marker_dir, force=False):
         self.marker_dir = Path(marker_dir)
-        self.force = force
+        self.force = force              # becomes True once a step has run
         self.timings = []              # (step name, seconds, "ran" | "skipped")
 
     def _marker(self, step):
@@ -53,7 +59,7 @@ class Runner:
             outputs = step.output_paths()
         except (OSError, ValueError, KeyError):
             return False
-        return (recorded.get("command") == [str(a) for a in step.command]
+        return (all(recorded.get(k) == v for k, v in step.record().items())
                 and all(p.exists() for p in outputs))
 
     def run(self, step):
@@ -63,6 +69,7 @@ class Runner:
             self.timings.append((step.name, 0.0, "skipped"))
             return
         log.info("%s: %s", prefix, shlex.join(step.argv()))
+        self.force = True
         start = time.time()
         result = subprocess.run(step.argv())
         seconds = time.time() - start
@@ -72,8 +79,7 @@ class Runner:
         missing = [str(p) for p in step.output_paths() if not p.exists()]
         if missing:
             raise UserError(f"step '{step.name}' finished but did not write {missing[0]}")
-        files.write_json(self._marker(step), {"command": [str(a) for a in step.command],
-                                              "seconds": round(seconds, 1)})
+        files.write_json(self._marker(step), {**step.record(), "seconds": round(seconds, 1)})
         self.timings.append((step.name, seconds, "ran"))
         log.info("%s: done in %.1f s", prefix, seconds)
 

@@ -54,3 +54,23 @@ def test_the_runner_writes_every_output_and_resumes(tmp_path):
     again = run(tmp_path)
     assert "done in" not in again.replace("experiment finished", "")
     assert again.count("already complete, skipped") == len(data["timings"])
+
+
+def test_a_rerun_redoes_a_changed_step_and_everything_after_it(tmp_path):
+    from model.experiment import Runner, Step
+
+    def step(name, stamp=""):
+        out = tmp_path / f"{name}.txt"
+        code = f"import pathlib; p = pathlib.Path({str(out)!r}); p.write_text(p.read_text() + 'x' " \
+               f"if p.exists() else 'x')"
+        return Step(name, ["python", "-c", code], [out], stamp)
+
+    def runs(steps):
+        Runner(tmp_path / "steps").run_all(steps)
+        return [(tmp_path / f"{s.name}.txt").read_text().count("x") for s in steps]
+
+    assert runs([step("a"), step("b"), step("c")]) == [1, 1, 1]
+    assert runs([step("a"), step("b"), step("c")]) == [1, 1, 1]          # all complete
+    assert runs([step("a"), step("b", "v2"), step("c")]) == [1, 2, 2]    # b's stamp changed
+    (tmp_path / "a.txt").unlink()                                         # a's output lost
+    assert runs([step("a"), step("b", "v2"), step("c")]) == [1, 3, 3]

@@ -82,7 +82,7 @@ def test_full_model_layer_names_and_shapes(full_models):
 def test_stage_input_is_paf_heatmaps_features_in_that_order(full_models):
     _, test = full_models
     for s in range(2, 7):
-        previous = (f"Mconv5_stage1_L{{}}" if s == 2 else f"Mconv7_stage{s - 1}_L{{}}")
+        previous = ("Mconv5_stage1_L{}" if s == 2 else f"Mconv7_stage{s - 1}_L{{}}")
         node = test.get_layer(f"concat_stage{s}")._inbound_nodes[-1]
         sources = [t._keras_history.operation.name for t in node.input_tensors]
         assert sources == [previous.format(1), previous.format(2), "conv4_4_CPM"]

@@ -9,10 +9,20 @@ Split: training and validation images both come from train2014 (seeded, `val_fra
 the images held out for validation). The evaluation sets val2014_random1k* are drawn from
 val2014, so neither training nor validation images can be in them.
 
+Two input modes (recorded in every checkpoint, so validation and prediction use the mode the
+network was trained with):
+  "resize" (the fork's): the whole image resized to input_size x input_size. Training adds a
+           mild random resized crop from a cache stored 1.25x larger than the input.
+  "crop":  the whole image resized to a larger "view" (view_size, default 2 x input_size).
+           Training takes random input_size x input_size crops of the view, pixel for pixel
+           (no resampling, so a blur keeps its width in pixels); validation and prediction feed
+           the whole view to the fully convolutional backbone (global average pooling), which
+           sees the blur at the same scale as in training. At 64 px input a 30 px blur on a
+           500 px wide image is about 4 px wide in "resize" mode, about 8 px in the 128 px view.
+
 Decoding, applying the effect and resizing are done once per image and stored in a uint8
 cache file (N, 3 classes, S, S, 3 RGB) that every epoch, every DataLoader worker and every
-DDP process memory-maps. The training cache is stored 1.25x larger than the input so the
-random crop downsamples instead of blurring by upsampling (blur is a class here).
+DDP process memory-maps.
 """
 import hashlib
 import json
@@ -46,6 +56,37 @@ CROP_SCALE = (0.64, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 CACHE_VERSION = 1
 TRAIN_SPLIT = "train2014"
+INPUT_MODES = ("resize", "crop")
+VIEW_SCALE = 2           # crop mode: the default view is 2 x input_size
+
+
+def resolve_view_size(input_mode, input_size, view_size=0):
+    """The whole-image size of crop mode (0 = VIEW_SCALE x input_size); input_size for resize."""
+    if input_mode not in INPUT_MODES:
+        raise UserError(f"unknown input mode {input_mode!r}; choose from {', '.join(INPUT_MODES)}")
+    if input_mode == "resize":
+        return input_size
+    view_size = view_size or VIEW_SCALE * input_size
+    if view_size < input_size:
+        raise UserError(f"--view_size {view_size} is smaller than --input_size {input_size}")
+    return view_size
+
+
+def cache_size(input_mode, input_size, view_size, train):
+    """Side of the cached square images of a training or validation cache."""
+    if input_mode == "crop":
+        return resolve_view_size(input_mode, input_size, view_size)
+    resolve_view_size(input_mode, input_size)
+    return int(round(input_size * TRAIN_CACHE_SCALE)) if train else input_size
+
+
+def eval_size(state):
+    """Side of the images a checkpoint's network is fed at validation and prediction
+    (checkpoints written before input modes existed are "resize")."""
+    config = state.get("config", {})
+    mode = state.get("input_mode", config.get("input_mode", "resize"))
+    return resolve_view_size(mode, state["input_size"],
+                             state.get("view_size", config.get("view_size", 0)))
 
 
 @dataclass(frozen=True)
@@ -209,13 +250,20 @@ def _quiet_worker(worker_id):
 
 # ----------------------------------------------------------------------------- datasets
 class EffectDataset(Dataset):
-    """(image, class) pairs from a cache: item i is image rows[i // 3] with effect i % 3."""
+    """(image, class) pairs from a cache: item i is image rows[i // 3] with effect i % 3.
 
-    def __init__(self, cache_file, rows, input_size, train):
+    resize mode: training takes a mild random resized crop, evaluation the image resized to
+    input_size. crop mode: training takes a random input_size crop without resampling,
+    evaluation the whole cached view."""
+
+    def __init__(self, cache_file, rows, input_size, train, input_mode="resize"):
+        if input_mode not in INPUT_MODES:
+            raise UserError(f"unknown input mode {input_mode!r}")
         self.cache_file = str(cache_file)
         self.rows = np.asarray(rows, np.int64)
         self.input_size = input_size
         self.train = train
+        self.input_mode = input_mode
         self._array = None  # opened lazily so the dataset pickles into workers cheaply
         # Horizontal flips keep the horizontal motion blur horizontal; no rotations for that
         # reason.
@@ -236,7 +284,17 @@ class EffectDataset(Dataset):
 
     def __getitem__(self, i):
         row, label = divmod(int(i), NUM_CLASSES)
-        image = torch.from_numpy(np.array(self.array[self.rows[row], label])).permute(2, 0, 1)
+        view = self.array[self.rows[row], label]
+        if self.input_mode == "crop":
+            if self.train:
+                s = self.input_size
+                y, x = (int(v) for v in torch.randint(0, view.shape[0] - s + 1, (2,)))
+                view = view[y:y + s, x:x + s]
+            image = torch.from_numpy(np.array(view)).permute(2, 0, 1)
+            if self.train and torch.rand(()) < 0.5:
+                image = image.flip(-1)
+            return normalise(image), label
+        image = torch.from_numpy(np.array(view)).permute(2, 0, 1)
         if self.train:
             image = self.crop(image)
             if torch.rand(()) < 0.5:
@@ -253,7 +311,8 @@ class EffectDataset(Dataset):
 
 
 class ImageFileDataset(Dataset):
-    """Images decoded from files as they are (no effect added): the evaluation sets.
+    """Images decoded from files as they are (no effect added): the evaluation sets, resized
+    to `input_size`: a checkpoint's eval_size(), its view in crop mode.
 
     Item: (normalised image, index, ok); ok is False for an undecodable file."""
 

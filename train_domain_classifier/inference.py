@@ -23,8 +23,9 @@ def load_classifier(spec, log_dir, arch=None, device="cpu"):
     runs.check_arch(state, arch, path)
     model = DomainClassifier(state["arch"])
     load_model_state(model, state["model"], path)
-    log.info("checkpoint %s (%s): %s, epoch %s, %s px, run seed %s", path, why, state["arch"],
-             state.get("epoch"), state.get("input_size"), state.get("seed"))
+    log.info("checkpoint %s (%s): %s, epoch %s, %s px input, fed %s px images, run seed %s",
+             path, why, state["arch"], state.get("epoch"), state.get("input_size"),
+             data.eval_size(state), state.get("seed"))
     return model.to(device).eval(), state, path
 
 
@@ -37,11 +38,13 @@ def validation_dataset(state, coco_root=None, cache_dir=None, workers=0):
                                     config.get("max_images", 0))
     cache_dir = cache_dir or config.get("cache_dir") or Path(
         config.get("log_dir", paths.DOMAIN_LOG_DIR)) / "cache"
-    npy, ok = data.open_cache(val_refs, state["input_size"], cache_dir, workers,
+    mode = state.get("input_mode", config.get("input_mode", "resize"))
+    npy, ok = data.open_cache(val_refs, data.eval_size(state), cache_dir, workers,
                               desc="validation images")
     if not ok.any():
         raise UserError("none of the validation images can be decoded")
-    return data.EffectDataset(npy, np.flatnonzero(ok), state["input_size"], train=False)
+    return data.EffectDataset(npy, np.flatnonzero(ok), state["input_size"], train=False,
+                              input_mode=mode)
 
 
 def validate(model, dataset, batch_size=64, workers=0, device="cpu"):
@@ -54,7 +57,9 @@ def write_validation(out_dir, metrics, checkpoint, state):
     out_dir = Path(out_dir)
     names = list(data.CLASS_NAMES)
     report = dict(metrics, classes=names, checkpoint=str(checkpoint), epoch=state.get("epoch"),
-                  arch=state["arch"], input_size=state["input_size"], seed=state.get("seed"))
+                  arch=state["arch"], input_size=state["input_size"],
+                  input_mode=state.get("input_mode", "resize"), eval_size=data.eval_size(state),
+                  seed=state.get("seed"))
     files.write_json(out_dir / "metrics.json", report, indent=1)
     rows = [[f"true_{n}"] + row for n, row in zip(names, metrics["confusion"])]
     files.write_csv(out_dir / "confusion.csv", rows, [""] + [f"pred_{n}" for n in names])
@@ -93,7 +98,7 @@ def predict_eval_set(model, state, coco_root, data_type, batch_size=64, workers=
     the number of undecodable images skipped."""
     start = time.time()
     refs = eval_set_refs(coco_root, data_type)
-    dataset = data.ImageFileDataset(refs, state["input_size"])
+    dataset = data.ImageFileDataset(refs, data.eval_size(state))
     loader = engine.make_loader(dataset, batch_size, workers)
     indices, probs, skipped = engine.predict(model, loader, torch.device(device), desc=data_type)
     if skipped:

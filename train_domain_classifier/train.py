@@ -9,10 +9,16 @@ log.csv, config.json, split.json and tensorboard/. Recipe flags left out take th
 values (REFERENCE section 7), or on --resume the resumed run's values.
 """
 import argparse
+import os
 from pathlib import Path
+
+# Idle OpenMP threads sleep instead of spinning: on a CPU shared with other jobs, spinning
+# threads measured 2-4x the wall and CPU time per step (BENCHMARKS.md). Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from model.cli import main_guard
 from train_domain_classifier import trainer
+from train_domain_classifier.data import INPUT_MODES, VIEW_SCALE
 from train_domain_classifier.network import ARCHS
 
 R, F = trainer.RECIPE, trainer.FREE
@@ -45,6 +51,15 @@ def parse_args(argv=None):
     p.add_argument("--gamma", type=float, default=None, help=f"(default {R['gamma']})")
     p.add_argument("--input_size", type=int, default=None,
                    help=f"square network input in pixels (default {R['input_size']})")
+    p.add_argument("--input_mode", choices=INPUT_MODES, default=None,
+                   help=f"resize (default, the fork's): the whole image resized to --input_size; "
+                        f"crop: the whole image resized to --view_size, training on random "
+                        f"--input_size crops of it, validation and prediction on the whole view "
+                        f"(the blur stays {VIEW_SCALE}x wider in pixels); recorded in the "
+                        f"checkpoint, so validate.py and ensemble.py follow it")
+    p.add_argument("--view_size", type=int, default=None,
+                   help=f"crop mode: side of the whole-image view (default {VIEW_SCALE} x "
+                        f"--input_size)")
     p.add_argument("--val_fraction", type=float, default=None,
                    help=f"fraction of the train2014 images held out for validation "
                         f"(default {R['val_fraction']})")

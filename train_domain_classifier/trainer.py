@@ -19,9 +19,11 @@ log = logging.getLogger("domain_classifier")
 
 # The recipe of REFERENCE section 7. A resumed run keeps all of these from its checkpoint;
 # giving one that differs is an error that names it.
-RECIPE = {"arch": "resnet50", "input_size": 112, "batch_size": 32, "lr": 1e-3,
-          "weight_decay": 1e-4, "milestones": [30, 60], "gamma": 0.1, "val_fraction": 0.1,
-          "max_images": 0, "seed": 0}
+# input_mode "resize" is the fork's whole-image resize; "crop" is this project's addition
+# (see data.py), view_size its whole-image size (0 = 2 x input_size).
+RECIPE = {"arch": "resnet50", "input_size": 112, "input_mode": "resize", "view_size": 0,
+          "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4, "milestones": [30, 60],
+          "gamma": 0.1, "val_fraction": 0.1, "max_images": 0, "seed": 0}
 # Settings a resumed run may change (more epochs, other workers, data moved elsewhere).
 FREE = {"epochs": 100, "workers": 2, "coco_root": str(paths.DEFAULT_COCO_ROOT),
         "log_dir": str(paths.DOMAIN_LOG_DIR), "cache_dir": None, "keep_last": 0,
@@ -64,6 +66,11 @@ def resolve_config(given, resume=None):
         config.update({k: given[k] if given.get(k) is not None else v for k, v in FREE.items()})
     if config["epochs"] < 1 or config["batch_size"] < 1 or config["input_size"] < 16:
         raise UserError("--epochs and --batch_size must be >= 1 and --input_size >= 16")
+    if config["input_mode"] == "resize" and config["view_size"] not in (0, config["input_size"]):
+        raise UserError("--view_size applies to --input_mode crop only")
+    # Stored resolved, so a checkpoint names the size its network is validated at.
+    config["view_size"] = data.resolve_view_size(config["input_mode"], config["input_size"],
+                                                 config["view_size"])
     return config, state, path
 
 
@@ -83,22 +90,25 @@ def prepare_data(config, d):
     train_refs, val_refs = data.split_images(refs, config["val_fraction"], config["seed"],
                                              config["max_images"])
     cache_dir = Path(config["cache_dir"] or Path(config["log_dir"]) / "cache")
-    size = config["input_size"]
-    train_size = int(round(size * data.TRAIN_CACHE_SCALE))
+    size, mode = config["input_size"], config["input_mode"]
+    train_size = data.cache_size(mode, size, config["view_size"], train=True)
+    val_size = data.cache_size(mode, size, config["view_size"], train=False)
     # Rank 0 builds the caches while the other ranks wait, then they all memory-map them.
     if not d.main:
         engine.barrier(d)
     caches = [data.open_cache(train_refs, train_size, cache_dir, config["workers"], d.main,
                               "training images"),
-              data.open_cache(val_refs, size, cache_dir, config["workers"], d.main,
+              data.open_cache(val_refs, val_size, cache_dir, config["workers"], d.main,
                               "validation images")]
     if d.main:
         engine.barrier(d)
     (train_npy, train_ok), (val_npy, val_ok) = caches
     if not train_ok.any() or not val_ok.any():
         raise UserError("no decodable images left for training or validation")
-    train_ds = data.EffectDataset(train_npy, np.flatnonzero(train_ok), size, train=True)
-    val_ds = data.EffectDataset(val_npy, np.flatnonzero(val_ok), size, train=False)
+    train_ds = data.EffectDataset(train_npy, np.flatnonzero(train_ok), size, train=True,
+                                  input_mode=mode)
+    val_ds = data.EffectDataset(val_npy, np.flatnonzero(val_ok), size, train=False,
+                                input_mode=mode)
     split = {"seed": config["seed"], "val_fraction": config["val_fraction"],
              "train_image_ids": [r.image_id for r, ok in zip(train_refs, train_ok) if ok],
              "val_image_ids": [r.image_id for r, ok in zip(val_refs, val_ok) if ok],
@@ -133,6 +143,9 @@ def _train(config, state, resume_path, d):
     run_dir = Path(run_dir)
     train_ds, val_ds, split = prepare_data(config, d)
 
+    # Building the image cache draws from torch's RNG (DataLoader base seeds): reseed, so the
+    # initial weights do not depend on whether the cache already existed.
+    torch.manual_seed(seed)
     model = build_classifier(config["arch"], "none" if state else config["pretrained"])
     if state is not None:
         load_model_state(model, state["model"], resume_path)
@@ -170,8 +183,10 @@ def _train(config, state, resume_path, d):
                                     config["workers"])
     criterion = engine.make_criterion()
     writer = summary_writer(run_dir / "tensorboard", start_epoch + 1) if d.main else None
-    log.info("training %s at %d px on %s x %d process(es), batch %d per process, epochs %d..%d, "
-             "seed %d -> %s", config["arch"], config["input_size"], d.device.type, d.world,
+    log.info("training %s at %d px (%s%s) on %s x %d process(es), batch %d per process, "
+             "epochs %d..%d, seed %d -> %s", config["arch"], config["input_size"],
+             config["input_mode"], f" of a {config['view_size']} px view"
+             if config["input_mode"] == "crop" else "", d.device.type, d.world,
              config["batch_size"], start_epoch + 1, config["epochs"], seed, run_dir)
 
     for epoch in range(start_epoch + 1, config["epochs"] + 1):
@@ -201,7 +216,8 @@ def _train(config, state, resume_path, d):
             runs.save_checkpoint(ckpt, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch, "arch": config["arch"],
-                "input_size": config["input_size"], "seed": seed,
+                "input_size": config["input_size"], "input_mode": config["input_mode"],
+                "view_size": config["view_size"], "seed": seed,
                 "classes": list(data.CLASS_NAMES), "config": config, "history": history,
                 "best": best, "val": va})
             if improved:

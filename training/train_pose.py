@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from model import network, paths, train
-from model.cli import UserError, add_seed, main_guard, str2bool
+from model.cli import add_seed, main_guard, str2bool
 
 
 def parse_args(argv=None):
