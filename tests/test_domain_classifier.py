@@ -319,8 +319,8 @@ def test_empty_or_missing_data_is_one_clear_error(tmp_path):
 @pytest.mark.slow
 def test_light_backbone_learns_the_three_effects(tmp_path):
     """The demo's input (64 px crops of a 128 px view) with ResNet-18 from scratch on 40
-    images of the synthetic generator (320-640 px, 20 % of them with camera shake, which a
-    64 px whole-image resize confuses with the motion blur), validated on 60 samples (20 other
+    images of the synthetic generator (320-640 px, some defocused or shaken, which a 64 px
+    whole-image resize confuses with the motion blur), validated on 60 samples (20 other
     images x 3 effects) seen whole at 128 px: chance is 33 %, 90 % cannot be reached by
     guessing. (This run measured 100 % at epoch 12; the same run in resize mode 88 %.)"""
     from model.synthetic import generate_dataset
