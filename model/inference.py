@@ -329,7 +329,8 @@ def predict_maps(models, image, scales=(1.0,), flip=False, weights=None, *,
     weighted mean over `models` (one Keras test model or a list; `weights` default equal) of
     the mean over scales and flips, on the working grid (the image itself for resolution=1).
 
-    The fused ensemble calls this with the experts and its domain weights."""
+    One image at a time; a whole set (the evaluation, the fused ensemble with per-image
+    weights) goes through predict_dataset, which batches and pipelines the same steps."""
     settings = InferenceSettings(tuple(scales), scale_mode, boxsize, flip, resolution)
     acc = _accumulate(models, image, settings, weights)
     return acc.heat, acc.paf.dense()
