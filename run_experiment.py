@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--classifier_milestones", default="9",
                    help="epochs after which the classifier's lr drops x0.1 (space separated)")
     p.add_argument("--classifier_input_size", type=int, default=64)
+    p.add_argument("--classifier_keep_last", type=int, default=2,
+                   help="train.py --keep_last: checkpoints kept besides the best one (a "
+                        "ResNet-18 checkpoint with its optimizer state is 135 MB; 0 = all)")
     p.add_argument("--classifier_input_mode", default=None, choices=("resize", "crop"),
                    help="train.py --input_mode (default: crop for small, whose 64 px crops of "
                         "a 128 px view keep the motion blur visible; resize, the fork's, for full)")
@@ -80,8 +83,25 @@ def parse_args(argv=None):
     p.add_argument("--output_root", type=Path, default=None,
                    help="put every output (weights, HDF5, runs, results) under this folder "
                         "instead of the repository's default places")
+    p.add_argument("--fuse_skip_below", type=float, default=0.05,
+                   help="ensemble.py --skip_below for the fused ensemble: an expert the "
+                        "classifier gives less than this probability is not run on the image")
     p.add_argument("--force", type=str2bool, default=False, help="redo every step")
-    return p.parse_args(argv)
+    return resolve_defaults(p.parse_args(argv))
+
+
+def resolve_defaults(a):
+    """Fill in the settings whose default depends on --config, so the summary shows what ran."""
+    if a.config not in ("small", "full"):
+        raise UserError(f"--config must be small or full, got {a.config!r}")
+    small = a.config == "small"
+    for name, if_small, if_full in (("classifier_input_mode", "crop", "resize"),
+                                    ("classifier_val_fraction", 0.2, 0.1),
+                                    ("scale_mode", "boxsize", "native"),
+                                    ("scale_search", 1.5, 1.0)):
+        if getattr(a, name) is None:
+            setattr(a, name, if_small if small else if_full)
+    return a
 
 
 def output_dirs(a):
@@ -147,11 +167,10 @@ def training_steps(a, d, runner):
              "--input_size", a.classifier_input_size, "--milestones",
              *a.classifier_milestones.split(), "--seed", a.seed, "--log_dir", log_dir]
     recipe = {"arch": a.classifier_arch, "input_size": a.classifier_input_size,
-              "input_mode": a.classifier_input_mode or ("crop" if a.config == "small"
-                                                        else "resize"),
-              "val_fraction": a.classifier_val_fraction or (0.2 if a.config == "small" else 0.1),
+              "input_mode": a.classifier_input_mode, "val_fraction": a.classifier_val_fraction,
               "milestones": [int(m) for m in a.classifier_milestones.split()], "seed": a.seed}
-    train += ["--input_mode", recipe["input_mode"], "--val_fraction", recipe["val_fraction"]]
+    train += ["--input_mode", a.classifier_input_mode, "--val_fraction",
+              a.classifier_val_fraction, "--keep_last", a.classifier_keep_last]
     train = Step("train_classifier", train)
     runs = sorted(p for p in log_dir.glob("*") if (p / "checkpoints").is_dir()) \
         if log_dir.is_dir() else []
@@ -184,8 +203,6 @@ def _same_recipe(run_dir, recipe):
 
 def evaluation_steps(a, d, runner):
     from model.evaluation import METRICS_CSV, run_folder
-    scale_mode = a.scale_mode or ("boxsize" if a.config == "small" else "native")
-    scale = a.scale_search or (1.5 if a.config == "small" else 1.0)
     common = ["--coco_root", a.coco_root, "--results_dir", d["eval"]]
     steps = []
     for t in paths.EVAL_DATATYPES:
@@ -195,13 +212,14 @@ def evaluation_steps(a, d, runner):
         for e in paths.EXPERT_EFFECTS:
             steps.append(Step(f"eval_{t}{e or '_normal'}", [
                 "python", SCRIPT["eval"], "--effect", e, "--coco_dataType", t, "--config",
-                a.config, "--scale_mode", scale_mode, "--scale_search", scale,
+                a.config, "--scale_mode", a.scale_mode, "--scale_search", a.scale_search,
                 "--weights", expert_weights(a, d, e),
                 "--seed", a.seed, *common], metrics(e)))
         for method, effect in (("route", "_ensemble"), ("fuse", "_ensemble_fuse")):
             steps.append(Step(f"ensemble_{method}_{t}", [
                 "python", SCRIPT["ensemble"], "--coco_dataType", t, "--method", method,
-                "--domain_results", d["domain"] / f"{t}.json", *common]))
+                "--domain_results", d["domain"] / f"{t}.json", *common,
+                *(["--skip_below", a.fuse_skip_below] if method == "fuse" else [])]))
             steps.append(Step(f"eval_{t}{effect}", [
                 "python", SCRIPT["eval"], "--effect", effect, "--coco_dataType", t,
                 "--compute_keypoint", "False", "--eval_compute_keypoint", "True",
@@ -214,8 +232,6 @@ def evaluation_steps(a, d, runner):
 @main_guard
 def main(argv=None):
     a = parse_args(argv)
-    if a.config not in ("small", "full"):
-        raise UserError(f"--config must be small or full, got {a.config!r}")
     d = output_dirs(a)
     start = time.time()
     runner = Runner(d["results"] / "steps", force=a.force)

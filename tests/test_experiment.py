@@ -47,6 +47,11 @@ def test_the_runner_writes_every_output_and_resumes(tmp_path):
     assert "## Keypoint AP" in summary and "## Checks" in summary
     data = json.loads((out / "results" / "summary.json").read_text())
     assert set(data["ap"]) and data["settings"]["seed"] == 0
+    # Defaults that depend on --config are recorded as they ran, not as None.
+    assert {k: data["settings"][k] for k in ("classifier_input_mode", "scale_mode",
+                                               "scale_search", "fuse_skip_below")} == \
+        {"classifier_input_mode": "crop", "scale_mode": "boxsize", "scale_search": 1.5,
+         "fuse_skip_below": 0.05}
     pngs = sorted((out / "results").glob("*.png"))
     assert pngs and all(cv2.imread(str(p)) is not None for p in pngs)
 
