@@ -817,10 +817,11 @@ def figure_examples(data, out_dir, coco_root, eval_dir):
             # has the same line width as the other rows' and the cells compare directly.
             size = reference.setdefault(image_id, image.shape[:2])
             if image.shape[:2] != size:
-                factor = size[0] / image.shape[0]
+                fy, fx = size[0] / image.shape[0], size[1] / image.shape[1]
                 image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-                people[..., :2] *= factor
-                caption += f" (shown x{factor:g})"
+                people[..., 0] *= fx
+                people[..., 1] *= fy
+                caption += f" (shown x{fy:.2g})"
             drawn = draw.draw_people(image, people)
             cells.append((cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB), caption))
         if cells:
