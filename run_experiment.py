@@ -21,7 +21,7 @@ from pathlib import Path
 
 from model import paths, synthetic
 from model.cli import UserError, add_coco_root, add_seed, main_guard, str2bool
-from model.experiment import Runner, Step
+from model.experiment import NOT_RUN, Runner, Step
 
 log = logging.getLogger("run_experiment")
 SCRIPT = {
@@ -129,16 +129,17 @@ def data_steps(a, d, runner):
             "python", SCRIPT["synthetic"], "--coco_root", a.coco_root, "--num_train",
             a.num_train, "--num_val", a.num_val, "--seed", a.seed],
             [paths.annotation_file(a.coco_root, "val2014")],
-            stamp=f"generator {synthetic.GENERATOR_VERSION}"))
-    holdout = ["--val_holdout", a.val_holdout]
+            stamp=f"generator {synthetic.GENERATOR_VERSION}", redo=["--force", "true"]))
+    holdout, overwrite = ["--val_holdout", a.val_holdout], ["--overwrite", "true"]
     return steps + [
-        Step("masks", ["python", SCRIPT["masks"], "--coco_root", a.coco_root]),
+        Step("masks", ["python", SCRIPT["masks"], "--coco_root", a.coco_root], redo=overwrite),
         Step("hdf5", ["python", SCRIPT["hdf5"], "--coco_root", a.coco_root, "--out_dir",
                       d["hdf5"], *holdout],
-             [paths.hdf5_file(d["hdf5"], s) for s in ("train", "val")]),
+             [paths.hdf5_file(d["hdf5"], s) for s in ("train", "val")], redo=overwrite),
         Step("domain_datasets", ["python", SCRIPT["domains"], "--coco_root", a.coco_root,
                                  "--num", a.num_eval, "--seed", a.seed, *holdout],
-             [paths.annotation_file(a.coco_root, t) for t in paths.EVAL_DATATYPES]),
+             [paths.annotation_file(a.coco_root, t) for t in paths.EVAL_DATATYPES],
+             redo=overwrite),
     ]
 
 
@@ -160,7 +161,7 @@ def training_steps(a, d, runner):
             "--epochs", expert_epochs(a, e), "--steps_per_epoch", a.pose_steps,
             "--batch_size", a.pose_batch, "--hdf5_dir", d["hdf5"], "--out_dir",
             d["weights"](e), "--seed", a.seed, "--progress", "false", *warm,
-            *a.pose_extra.split()], [expert_weights(a, d, e)]))
+            *a.pose_extra.split()], [expert_weights(a, d, e)], redo=["--resume", "false"]))
     log_dir = Path(d["classifier_log"])
     train = ["python", SCRIPT["train_classifier"], "--coco_root", a.coco_root,
              "--arch", a.classifier_arch, "--epochs", a.classifier_epochs,
@@ -174,11 +175,14 @@ def training_steps(a, d, runner):
     train = Step("train_classifier", train)
     runs = sorted(p for p in log_dir.glob("*") if (p / "checkpoints").is_dir()) \
         if log_dir.is_dir() else []
-    # Continue the newest run only if it was interrupted with this recipe; a run of other
-    # settings (say, before the defaults changed) stays as it is and a new one starts.
-    if runs and not a.force and not runner.is_done(train) and _same_recipe(runs[-1], recipe):
-        train.command = ["python", SCRIPT["train_classifier"], "--resume", runs[-1],
-                         "--epochs", a.classifier_epochs]
+    # Continue the newest run only if the classifier step never finished here (an interrupted
+    # first run) and the run has this recipe, or if it is what the step finished with. Any
+    # other rerun (other settings, new data) starts a new run; old runs stay as they are.
+    if runs and _same_recipe(runs[-1], recipe):
+        resume = Step("train_classifier", ["python", SCRIPT["train_classifier"], "--resume",
+                                           runs[-1], "--epochs", a.classifier_epochs])
+        if runner.is_done(resume) or runner.reason_to_run(train) == NOT_RUN:
+            train = resume
     validation = d["results"] / "classifier_validation"
     steps += [
         train,
@@ -203,12 +207,15 @@ def _same_recipe(run_dir, recipe):
 
 def evaluation_steps(a, d, runner):
     from model.evaluation import METRICS_CSV, run_folder
-    common = ["--coco_root", a.coco_root, "--results_dir", d["eval"]]
     steps = []
     for t in paths.EVAL_DATATYPES:
-        def metrics(effect, t=t):
-            return lambda: [run_folder(d["eval"], t, effect, num_eval_images(a.coco_root, t))
-                            / METRICS_CSV]
+        # The image count names the run folders; given explicitly, runs of an earlier, other
+        # sized set (say, before --num_val changed) are never mistaken for this one's.
+        num = num_eval_images(a.coco_root, t)
+        common = ["--coco_root", a.coco_root, "--results_dir", d["eval"], "--fir_img_num", num]
+
+        def metrics(effect, t=t, num=num):
+            return [run_folder(d["eval"], t, effect, num) / METRICS_CSV]
         for e in paths.EXPERT_EFFECTS:
             steps.append(Step(f"eval_{t}{e or '_normal'}", [
                 "python", SCRIPT["eval"], "--effect", e, "--coco_dataType", t, "--config",
@@ -243,7 +250,8 @@ def main(argv=None):
     text = write_summary(coco_root=a.coco_root, eval_dir=d["eval"],
                          weights_dir=d["weights"], classifier_log_dir=d["classifier_log"],
                          domain_dir=d["domain"], out_dir=d["results"],
-                         timings=runner.timings, settings=vars(a))
+                         timings=runner.timings, settings=vars(a),
+                         num_images=num_eval_images(a.coco_root, paths.EVAL_BASE))
     print(text)
     log.info("experiment finished in %.1f s; summary: %s", time.time() - start,
              d["results"] / "summary.md")

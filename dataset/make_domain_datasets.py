@@ -5,7 +5,8 @@ training/generate_hdf5_coco2014.py never puts into training) that show at least 
 with keypoints. Writes <coco_root>/images/<dataType>/ (original file names) and
 <coco_root>/annotations/person_keypoints_<dataType>.json (the sampled images in drawn order
 and their annotations; _resolution halves the images and scales keypoints, boxes, areas and
-segmentations). A set whose annotation file records the same draw is kept on a rerun."""
+segmentations). A set whose annotation file records the same draw is kept on a rerun
+(--overwrite true rewrites it, e.g. after val2014 was regenerated)."""
 import argparse
 
 from model import cli, coco_data, paths
@@ -26,6 +27,9 @@ def parse_args(argv=None):
                         choices=paths.TEST_EFFECTS, metavar="EFFECT",
                         help="sets to write, by effect suffix ('' = unchanged) "
                              f"(default: all of {list(paths.TEST_EFFECTS)})")
+    parser.add_argument("--overwrite", type=cli.str2bool, default=False,
+                        help="rewrite the sets even if they record the same draw "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
     if args.num < 1:
         parser.error("--num must be >= 1")
@@ -39,7 +43,7 @@ def main(argv=None):
     args = parse_args(argv)
     cli.ensure_writable_dir(paths.image_dir(args.coco_root, paths.EVAL_BASE).parent)
     result = coco_data.make_domain_datasets(args.coco_root, args.num, args.seed,
-                                            args.val_holdout, args.effects)
+                                            args.val_holdout, args.effects, args.overwrite)
     print(f"sample of {len(result['image_ids'])} images (seed {result['seed']}) drawn only "
           f"from the {result['pool']} held-out val2014 images with people: none of them is "
           "a training image")

@@ -351,8 +351,9 @@ def _run(fn, jobs, workers, desc, ordered=False):
         yield from tqdm(mapper(fn, jobs, chunksize=chunk), **bar)
 
 
-def generate_masks(coco_root, sources=SOURCES, workers=None):
-    """Write the mask PNGs of every image of the given sources; existing pairs are kept.
+def generate_masks(coco_root, sources=SOURCES, workers=None, overwrite=False):
+    """Write the mask PNGs of every image of the given sources; existing pairs are kept
+    unless overwrite.
 
     Returns {source: {"images", "written", "existing", "seconds", "notes"}}."""
     report = {}
@@ -362,7 +363,7 @@ def generate_masks(coco_root, sources=SOURCES, workers=None):
         jobs, existing = [], 0
         for image in coco.images:
             miss, full = mask_files(coco_root, source, image["id"])
-            if miss.is_file() and full.is_file():
+            if not overwrite and miss.is_file() and full.is_file():
                 existing += 1
                 continue
             anns = [_mask_fields(a) for a in coco.anns[image["id"]]]
@@ -904,12 +905,13 @@ def _domain_json(coco_val, ids, effect, signature, sizes):
 
 
 def make_domain_datasets(coco_root, num=1000, seed=0, val_holdout=VAL_HOLDOUT,
-                         effects=paths.TEST_EFFECTS):
-    from model.effects import low_resolution_size
+                         effects=paths.TEST_EFFECTS, overwrite=False):
     """Write images/val2014_random1k<effect>/ + annotations/person_keypoints_<dataType>.json.
 
     Drawn only from held-out val2014 images; a set whose annotation file records the same
-    draw is kept. Returns {"image_ids", "pool", "seed", "sets": {dataType: status}}."""
+    draw is kept, and so are its images already written, unless overwrite (after val2014
+    changed). Returns {"image_ids", "pool", "seed", "sets": {dataType: status}}."""
+    from model.effects import low_resolution_size
     coco_root = Path(coco_root)
     coco_val = load_coco_annotations(paths.annotation_file(coco_root, "val2014"))
     held = held_out_val_image_ids(coco_val, val_holdout)
@@ -931,7 +933,7 @@ def make_domain_datasets(coco_root, num=1000, seed=0, val_holdout=VAL_HOLDOUT,
         start = time.time()
         data_type = paths.EVAL_BASE + effect
         ann_path = paths.annotation_file(coco_root, data_type)
-        if ann_path.is_file():
+        if ann_path.is_file() and not overwrite:
             try:
                 recorded = json.loads(ann_path.read_text())["info"]["domain_set"]
             except (ValueError, KeyError, TypeError):
@@ -952,7 +954,7 @@ def make_domain_datasets(coco_root, num=1000, seed=0, val_holdout=VAL_HOLDOUT,
             if effect == "_resolution":
                 image = coco_val.image(image_id)
                 sizes[image_id] = low_resolution_size(image["width"], image["height"])
-            if target.is_file():
+            if target.is_file() and not overwrite:
                 continue
             data = (source_dir / paths.image_file_name("val2014", image_id)).read_bytes()
             if effect:

@@ -1,10 +1,16 @@
 """A minimal resumable step runner for run_experiment.py.
 
 Each step is a command line of one of the project's scripts (exactly what a user would type)
-and the files that prove it finished. A finished step leaves a marker with its command and
-stamp (what else decides its output, e.g. the synthetic generator's version); a rerun skips a
-step whose marker matches both and whose outputs all exist. Once a step runs, every later step
-runs too: each may depend on what an earlier one wrote."""
+and the files that prove it finished. A finished step leaves a marker with its command, its
+stamp (what else decides its output, e.g. the synthetic generator's version) and the time it
+finished. A rerun skips a step whose marker matches, whose outputs exist and which finished
+after the step before it; so once a step runs, every later step runs too (each may depend on
+what an earlier one wrote), even after an interruption.
+
+Most scripts themselves keep work they find complete (masks, HDF5, trained epochs), which is
+what resumes an interrupted first run. A step that reruns after it had finished (its inputs or
+command changed, --force) is given its `redo` flags so that it does not keep stale work; the
+marker says so until the redo completes."""
 import json
 import logging
 import shlex
@@ -24,9 +30,9 @@ log = logging.getLogger("experiment")
 class Step:
     name: str
     command: list                      # argv; "python" is replaced by this interpreter
-    outputs: object = field(default_factory=list)   # paths, or a callable returning them
-                                                    # (for names known only after earlier steps)
+    outputs: list = field(default_factory=list)   # files that prove the step finished
     stamp: str = ""
+    redo: list = field(default_factory=list)      # flags that make the script redo finished work
 
     def record(self):
         return {"command": [str(a) for a in self.command], "stamp": self.stamp}
@@ -35,43 +41,66 @@ class Step:
         return [sys.executable if a == "python" else str(a) for a in self.command]
 
     def output_paths(self):
-        return [Path(p) for p in (self.outputs() if callable(self.outputs) else self.outputs)]
+        return [Path(p) for p in self.outputs]
+
+
+NOT_RUN = "not run before"
 
 
 class Runner:
     def __init__(self, marker_dir, force=False):
         self.marker_dir = Path(marker_dir)
-        self.force = force              # becomes True once a step has run
-        self.timings = []              # (step name, seconds, "ran" | "skipped")
+        self.force = force              # --force: redo every step
+        self.upstream = 0.0             # when the previous step finished
+        self.timings = []               # (step name, seconds, "ran" | "skipped")
 
     def _marker(self, step):
         return self.marker_dir / f"{step.name}.json"
 
     def is_done(self, step):
+        return self.reason_to_run(step) is None
+
+    def reason_to_run(self, step):
+        """Why `step` must run (a short phrase for the log), or None when it is complete."""
+        return self._check(step)[0]
+
+    def _check(self, step):
+        if self.force:
+            return "--force", None
         marker = self._marker(step)
-        if self.force or not marker.is_file():
-            return False
+        if not marker.is_file():
+            return NOT_RUN, None
         try:
             recorded = json.loads(marker.read_text())
         except json.JSONDecodeError:
-            return False
-        try:
-            outputs = step.output_paths()
-        except (OSError, ValueError, KeyError):
-            return False
-        return (all(recorded.get(k) == v for k, v in step.record().items())
-                and all(p.exists() for p in outputs))
+            return "its marker is unreadable", None
+        if recorded.get("redo"):
+            return "its redo was interrupted", None
+        for key, value in step.record().items():
+            if recorded.get(key) != value:
+                return f"its {key} changed", None
+        if recorded.get("finished", 0.0) < self.upstream:
+            return "an earlier step ran after it", None
+        missing = [p for p in step.output_paths() if not p.exists()]
+        if missing:
+            return f"output missing: {missing[0]}", None
+        return None, recorded
 
     def run(self, step):
         prefix = f"[step {len(self.timings) + 1}] {step.name}"
-        if self.is_done(step):
+        reason, recorded = self._check(step)
+        if reason is None:
             log.info("%s: already complete, skipped", prefix)
             self.timings.append((step.name, 0.0, "skipped"))
+            self.upstream = recorded.get("finished", 0.0)
             return
-        log.info("%s: %s", prefix, shlex.join(step.argv()))
-        self.force = True
+        argv = step.argv()
+        if reason != NOT_RUN:
+            argv += [str(a) for a in step.redo]
+            files.write_json(self._marker(step), {"redo": True})
+        log.info("%s (%s): %s", prefix, reason, shlex.join(argv))
         start = time.time()
-        result = subprocess.run(step.argv())
+        result = subprocess.run(argv)
         seconds = time.time() - start
         if result.returncode != 0:
             raise UserError(f"step '{step.name}' failed (exit {result.returncode}); "
@@ -79,7 +108,9 @@ class Runner:
         missing = [str(p) for p in step.output_paths() if not p.exists()]
         if missing:
             raise UserError(f"step '{step.name}' finished but did not write {missing[0]}")
-        files.write_json(self._marker(step), {**step.record(), "seconds": round(seconds, 1)})
+        self.upstream = time.time()
+        files.write_json(self._marker(step), {**step.record(), "seconds": round(seconds, 1),
+                                              "finished": self.upstream})
         self.timings.append((step.name, seconds, "ran"))
         log.info("%s: done in %.1f s", prefix, seconds)
 

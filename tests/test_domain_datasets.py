@@ -114,6 +114,26 @@ def test_seeded_resumable_and_stale_images_removed(coco_root):
         assert names == sorted(paths.image_file_name("val2014", i) for i in other["image_ids"])
 
 
+
+def test_overwrite_rewrites_a_set_after_val2014_changed(coco_root):
+    first = coco_data.make_domain_datasets(coco_root, num=2, seed=5, effects=[""])
+    name = paths.image_file_name("val2014", first["image_ids"][0])
+    source = paths.image_dir(coco_root, "val2014") / name
+    original = source.read_bytes()
+    try:
+        inverted = 255 - cv2.imdecode(np.frombuffer(original, np.uint8), cv2.IMREAD_COLOR)
+        cv2.imwrite(str(source), inverted)                    # as if val2014 were regenerated
+        kept = coco_data.make_domain_datasets(coco_root, num=2, seed=5, effects=[""])
+        copy = paths.image_dir(coco_root, paths.EVAL_BASE) / name
+        assert kept["sets"] == {paths.EVAL_BASE: "kept"} and copy.read_bytes() == original
+        redone = coco_data.make_domain_datasets(coco_root, num=2, seed=5, effects=[""],
+                                                overwrite=True)
+        assert redone["sets"] == {paths.EVAL_BASE: "written"}
+        assert copy.read_bytes() == source.read_bytes()
+    finally:
+        source.write_bytes(original)
+
+
 def test_bad_image_in_pool_is_skipped_and_num_beyond_pool_takes_pool(synthetic_coco, tmp_path):
     root = tmp_path / "coco"
     shutil.copytree(synthetic_coco, root)

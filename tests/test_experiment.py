@@ -61,21 +61,86 @@ def test_the_runner_writes_every_output_and_resumes(tmp_path):
     assert again.count("already complete, skipped") == len(data["timings"])
 
 
+def counting_step(folder, name, stamp="", redo=()):
+    """A step that appends a line with its extra arguments to <name>.txt each time it runs,
+    and fails while <name>.fail exists."""
+    from model.experiment import Step
+    out, fail = folder / f"{name}.txt", folder / f"{name}.fail"
+    code = (f"import pathlib, sys; p = pathlib.Path({str(out)!r}); "
+            f"p.write_text((p.read_text() if p.exists() else '') + ' '.join(sys.argv[1:]) + '\\n'); "
+            f"sys.exit(pathlib.Path({str(fail)!r}).exists())")
+    return Step(name, ["python", "-c", code], [out], stamp, list(redo))
+
+
+def runs_of(folder, name):
+    """The extra arguments of each run of counting_step `name` so far."""
+    path = folder / f"{name}.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
 def test_a_rerun_redoes_a_changed_step_and_everything_after_it(tmp_path):
-    from model.experiment import Runner, Step
+    from model.experiment import Runner
 
     def step(name, stamp=""):
-        out = tmp_path / f"{name}.txt"
-        code = f"import pathlib; p = pathlib.Path({str(out)!r}); p.write_text(p.read_text() + 'x' " \
-               f"if p.exists() else 'x')"
-        return Step(name, ["python", "-c", code], [out], stamp)
+        return counting_step(tmp_path, name, stamp)
 
     def runs(steps):
         Runner(tmp_path / "steps").run_all(steps)
-        return [(tmp_path / f"{s.name}.txt").read_text().count("x") for s in steps]
+        return [len(runs_of(tmp_path, s.name)) for s in steps]
 
     assert runs([step("a"), step("b"), step("c")]) == [1, 1, 1]
     assert runs([step("a"), step("b"), step("c")]) == [1, 1, 1]          # all complete
     assert runs([step("a"), step("b", "v2"), step("c")]) == [1, 2, 2]    # b's stamp changed
     (tmp_path / "a.txt").unlink()                                         # a's output lost
     assert runs([step("a"), step("b", "v2"), step("c")]) == [1, 3, 3]
+
+
+def test_a_step_that_reruns_after_it_finished_gets_its_redo_flags(tmp_path):
+    """A first run resumes whatever the script finds; a rerun of a finished step redoes its
+    work, and stays a redo after an interruption, as do the steps after it."""
+    from model.cli import UserError
+    from model.experiment import Runner
+
+    steps = [counting_step(tmp_path, n, redo=["--redo"]) for n in "abc"]
+    Runner(tmp_path / "steps").run_all(steps)
+    assert [runs_of(tmp_path, n) for n in "abc"] == [[""], [""], [""]]
+    steps[0].stamp = "new data"
+    (tmp_path / "b.fail").touch()                      # b is killed while it redoes its work
+    with pytest.raises(UserError, match="step 'b' failed"):
+        Runner(tmp_path / "steps").run_all(steps)
+    (tmp_path / "b.fail").unlink()
+    runner = Runner(tmp_path / "steps")
+    runner.run(steps[0])                               # complete since the failed run
+    assert runner.timings[-1][2] == "skipped"
+    assert runner.reason_to_run(steps[1]) == "its redo was interrupted"
+    runner.run(steps[1])
+    assert runner.reason_to_run(steps[2]) == "an earlier step ran after it"
+    runner.run(steps[2])
+    assert [runs_of(tmp_path, n) for n in "abc"] == [["", "--redo"], ["", "--redo", "--redo"],
+                                                     ["", "--redo"]]
+
+
+def test_the_runner_says_why_a_step_runs(tmp_path):
+    from model.experiment import Runner
+    a, b = counting_step(tmp_path, "a"), counting_step(tmp_path, "b")
+    assert Runner(tmp_path / "steps").reason_to_run(a) == "not run before"
+    Runner(tmp_path / "steps").run_all([a, b])
+    runner = Runner(tmp_path / "steps")
+    assert runner.reason_to_run(a) is None
+    runner.run(a)                                       # skipped: b is still complete after it
+    assert runner.is_done(b)
+    assert runner.reason_to_run(counting_step(tmp_path, "a", "v2")) == "its stamp changed"
+    a.command[-1] += "  # edited"
+    assert runner.reason_to_run(a) == "its command changed"
+    (tmp_path / "b.txt").unlink()
+    assert runner.reason_to_run(b) == f"output missing: {tmp_path / 'b.txt'}"
+    (tmp_path / "steps" / "b.json").write_text("{not json")
+    assert runner.reason_to_run(b) == "its marker is unreadable"
+    assert Runner(tmp_path / "steps", force=True).reason_to_run(b) == "--force"
+    runner.run(counting_step(tmp_path, "a", "v2"))
+    assert runner.reason_to_run(counting_step(tmp_path, "c")) == "not run before"
+    (tmp_path / "b.txt").write_text("x\n")
+    Runner(tmp_path / "steps").run_all([counting_step(tmp_path, "a"), b])
+    runner = Runner(tmp_path / "steps")
+    runner.run(counting_step(tmp_path, "a", "v3"))
+    assert runner.reason_to_run(b) == "an earlier step ran after it"

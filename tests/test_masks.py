@@ -139,6 +139,13 @@ def test_generate_masks_files_and_rerun_skips_complete(mask_root):
     assert (folder / "mask_all_000000000001.png").stat().st_mtime_ns == before
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         f"mask_{k}_{i:012d}.png" for k in ("miss", "all") for i in (1, 2, 3))
+    # overwrite rewrites every pair (the annotations may have changed under them)
+    cv2.imwrite(str(folder / "mask_all_000000000001.png"), np.zeros((H, W), np.uint8))
+    report = coco_data.generate_masks(mask_root, ["val2014"], workers=1, overwrite=True)
+    assert report["val2014"]["written"] == 3 and report["val2014"]["existing"] == 0
+    np.testing.assert_array_equal(
+        cv2.imread(str(folder / "mask_all_000000000001.png"), cv2.IMREAD_UNCHANGED),
+        np.where(box(2, 2, 20, 30), 255, 0))
 
 
 def test_cli_uses_worker_processes_and_reports_bad_annotation_file(mask_root):

@@ -3,7 +3,8 @@
 <coco_root>/{train,val}mask2014/mask_miss_%012d.png: 255 = compute the loss, 0 = ignore
 (people without keypoints, crowd regions no labelled person covers; several crowds united).
 <coco_root>/{train,val}mask2014/mask_all_%012d.png: 255 = any person or crowd region.
-Files are written atomically, so a rerun skips every image whose two masks exist."""
+Files are written atomically, so a rerun skips every image whose two masks exist (unless
+--overwrite: after the annotations changed, existing masks are stale)."""
 import argparse
 import os
 
@@ -19,6 +20,8 @@ def parse_args(argv=None):
                         help="annotation sets to process (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="worker processes (default: all cores, %(default)s)")
+    parser.add_argument("--overwrite", type=cli.str2bool, default=False,
+                        help="rewrite masks that exist (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")
@@ -28,7 +31,8 @@ def parse_args(argv=None):
 @cli.main_guard
 def main(argv=None):
     args = parse_args(argv)
-    report = coco_data.generate_masks(args.coco_root, args.data_types, args.workers)
+    report = coco_data.generate_masks(args.coco_root, args.data_types, args.workers,
+                                      args.overwrite)
     for source, r in report.items():
         print(f"{source}: {r['images']} images, {r['written']} mask pairs written, "
               f"{r['existing']} already complete, {r['seconds']:.1f} s")
