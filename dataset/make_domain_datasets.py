@@ -5,8 +5,8 @@ training/generate_hdf5_coco2014.py never puts into training) that show at least 
 with keypoints. Writes <coco_root>/images/<dataType>/ (original file names) and
 <coco_root>/annotations/person_keypoints_<dataType>.json (the sampled images in drawn order
 and their annotations; _resolution halves the images and scales keypoints, boxes, areas and
-segmentations). A set whose annotation file records the same draw is kept on a rerun
-(--overwrite true rewrites it, e.g. after val2014 was regenerated)."""
+segmentations). A set whose annotation file records the same draw from the same val2014
+annotations is kept on a rerun (--overwrite true rewrites it anyway)."""
 import argparse
 
 from model import cli, coco_data, paths

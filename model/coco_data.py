@@ -908,9 +908,10 @@ def make_domain_datasets(coco_root, num=1000, seed=0, val_holdout=VAL_HOLDOUT,
                          effects=paths.TEST_EFFECTS, overwrite=False):
     """Write images/val2014_random1k<effect>/ + annotations/person_keypoints_<dataType>.json.
 
-    Drawn only from held-out val2014 images; a set whose annotation file records the same
-    draw is kept, and so are its images already written, unless overwrite (after val2014
-    changed). Returns {"image_ids", "pool", "seed", "sets": {dataType: status}}."""
+    Drawn only from held-out val2014 images. A set whose annotation file records the same
+    draw from the same val2014 annotations is kept unless overwrite; one recorded from other
+    inputs is rewritten whole; the images of a set never completed are reused (resuming it).
+    Returns {"image_ids", "pool", "seed", "sets": {dataType: status}}."""
     from model.effects import low_resolution_size
     coco_root = Path(coco_root)
     coco_val = load_coco_annotations(paths.annotation_file(coco_root, "val2014"))
@@ -925,23 +926,31 @@ def make_domain_datasets(coco_root, num=1000, seed=0, val_holdout=VAL_HOLDOUT,
     if skipped:
         log.warning("evaluation sample: skipped %s", _format_counts(skipped))
     digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+    # The source's annotation file stands for val2014 itself: a regenerated synthetic val2014
+    # (new generator version) has new annotations, and then every image is rewritten.
+    source = hashlib.sha256(paths.annotation_file(coco_root, "val2014").read_bytes())
     signature = {"seed": int(seed), "num": int(num), "val_holdout": int(val_holdout),
-                 "images": len(ids), "image_ids_sha256": digest}
+                 "images": len(ids), "image_ids_sha256": digest,
+                 "val2014_annotations_sha256": source.hexdigest()[:16]}
     source_dir = paths.image_dir(coco_root, "val2014")
     status = {}
     for effect in effects:
         start = time.time()
         data_type = paths.EVAL_BASE + effect
         ann_path = paths.annotation_file(coco_root, data_type)
-        if ann_path.is_file() and not overwrite:
+        # Images already there are reused only by a set that was never completed (resuming it);
+        # a set completed from other inputs is rewritten whole.
+        rewrite = overwrite
+        if ann_path.is_file():
             try:
                 recorded = json.loads(ann_path.read_text())["info"]["domain_set"]
             except (ValueError, KeyError, TypeError):
                 recorded = None
-            if recorded == dict(signature, effect=effect):
+            if recorded == dict(signature, effect=effect) and not overwrite:
                 log.info("%s: already complete, kept", data_type)
                 status[data_type] = "kept"
                 continue
+            rewrite = True
         out_dir = paths.image_dir(coco_root, data_type)
         out_dir.mkdir(parents=True, exist_ok=True)
         names = {paths.image_file_name(data_type, i): i for i in ids}
@@ -954,7 +963,7 @@ def make_domain_datasets(coco_root, num=1000, seed=0, val_holdout=VAL_HOLDOUT,
             if effect == "_resolution":
                 image = coco_val.image(image_id)
                 sizes[image_id] = low_resolution_size(image["width"], image["height"])
-            if target.is_file() and not overwrite:
+            if target.is_file() and not rewrite:
                 continue
             data = (source_dir / paths.image_file_name("val2014", image_id)).read_bytes()
             if effect:

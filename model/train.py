@@ -51,6 +51,7 @@ Every file is written to a temporary name and renamed (model.files.atomic_path):
 any moment leaves the previous complete file.
 """
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -589,7 +590,23 @@ class TrainConfig:
                 "seed": int(self.seed), "steps_per_epoch": int(self.steps_per_epoch),
                 "mixed_precision": bool(self.mixed_precision), "augment": bool(self.augment),
                 "batch_norm": resolve_batch_norm(self.batch_norm, self.config),
-                "target_dist": augment_params(self.config, self.target_dist).target_dist}
+                "target_dist": augment_params(self.config, self.target_dist).target_dist,
+                "data": data_fingerprint(self.train_hdf5, self.val_hdf5)}
+
+
+def data_fingerprint(*hdf5_files):
+    """A short hash of what the training data was made from: the inputs each HDF5 file records
+    (annotation files, split), or its size and time if it records none. A run resumed on rebuilt
+    data would mix two datasets, and a finished one would not be retrained."""
+    from model.coco_data import stored_params
+    parts = []
+    for path in hdf5_files:
+        if path is None or not Path(path).is_file():
+            parts.append(None)
+            continue
+        st = Path(path).stat()
+        parts.append(stored_params(path) or [st.st_size, st.st_mtime_ns])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class TrainingDiverged(UserError):
@@ -861,8 +878,9 @@ def check_inputs(cfg):
 
 def _check_resume(state, cfg, state_path):
     want = cfg.signature()
-    diff = [f"{k} {state.signature.get(k)!r} (now {v!r})" for k, v in want.items()
-            if state.signature.get(k) != v]
+    # A key the state does not record (written before the key existed) is not compared.
+    diff = [f"{k} {state.signature[k]!r} (now {v!r})" for k, v in want.items()
+            if k in state.signature and state.signature[k] != v]
     if diff:
         raise UserError(f"{state_path} belongs to another run: " + ", ".join(diff)
                         + "; rerun with the same flags, --resume false to start over, or "

@@ -119,7 +119,8 @@ def test_overwrite_rewrites_a_set_after_val2014_changed(coco_root):
     first = coco_data.make_domain_datasets(coco_root, num=2, seed=5, effects=[""])
     name = paths.image_file_name("val2014", first["image_ids"][0])
     source = paths.image_dir(coco_root, "val2014") / name
-    original = source.read_bytes()
+    annotations = paths.annotation_file(coco_root, "val2014")
+    original, original_annotations = source.read_bytes(), annotations.read_bytes()
     try:
         inverted = 255 - cv2.imdecode(np.frombuffer(original, np.uint8), cv2.IMREAD_COLOR)
         cv2.imwrite(str(source), inverted)                    # as if val2014 were regenerated
@@ -130,8 +131,14 @@ def test_overwrite_rewrites_a_set_after_val2014_changed(coco_root):
                                                 overwrite=True)
         assert redone["sets"] == {paths.EVAL_BASE: "written"}
         assert copy.read_bytes() == source.read_bytes()
+        # New val2014 annotations (a regenerated set) rewrite the set without being asked.
+        source.write_bytes(original)
+        annotations.write_text(annotations.read_text() + "\n")
+        again = coco_data.make_domain_datasets(coco_root, num=2, seed=5, effects=[""])
+        assert again["sets"] == {paths.EVAL_BASE: "written"} and copy.read_bytes() == original
     finally:
         source.write_bytes(original)
+        annotations.write_bytes(original_annotations)
 
 
 def test_bad_image_in_pool_is_skipped_and_num_beyond_pool_takes_pool(synthetic_coco, tmp_path):

@@ -155,7 +155,8 @@ def read_weights(path):
     return network.read_weight_file(path)
 
 
-def test_run_writes_checkpoints_and_resume_matches_uninterrupted(hdf5_dir, tmp_path):
+def test_run_writes_checkpoints_and_resume_matches_uninterrupted(hdf5_dir, synthetic_coco,
+                                                                 tmp_path):
     full = train.train(tiny_cfg(hdf5_dir, tmp_path / "a"))
     out = tmp_path / "a"
     assert [h["epoch"] for h in full["history"]] == [1, 2]
@@ -194,6 +195,15 @@ def test_run_writes_checkpoints_and_resume_matches_uninterrupted(hdf5_dir, tmp_p
     assert [h["epoch"] for h in more["history"]] == [1, 2, 3]
     with pytest.raises(UserError, match="batch_size 4"):
         train.train(tiny_cfg(hdf5_dir, b, epochs=4, batch_size=2))
+    # So is data rebuilt from other inputs (here: without val2014), even for a finished run,
+    # which would otherwise be reported complete on data it never saw.
+    from model import coco_data
+    other = tmp_path / "other_hdf5"
+    coco_data.generate_hdf5(synthetic_coco, other, workers=1, train_only=True)
+    assert train.data_fingerprint(other / "train_dataset_2014.h5") != \
+        train.data_fingerprint(hdf5_dir / "train_dataset_2014.h5")
+    with pytest.raises(UserError, match="data '"):
+        train.train(tiny_cfg(other, b, epochs=3))
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_state(hdf5_dir, tmp_path):
