@@ -72,7 +72,9 @@ class Runner:
             return NOT_RUN, None
         try:
             recorded = json.loads(marker.read_text())
-        except json.JSONDecodeError:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            recorded = None
+        if not isinstance(recorded, dict):
             return "its marker is unreadable", None
         if recorded.get("redo"):
             return "its redo was interrupted", None

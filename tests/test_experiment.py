@@ -134,8 +134,9 @@ def test_the_runner_says_why_a_step_runs(tmp_path):
     assert runner.reason_to_run(a) == "its command changed"
     (tmp_path / "b.txt").unlink()
     assert runner.reason_to_run(b) == f"output missing: {tmp_path / 'b.txt'}"
-    (tmp_path / "steps" / "b.json").write_text("{not json")
-    assert runner.reason_to_run(b) == "its marker is unreadable"
+    for garbage in ("{not json", "[1, 2]"):
+        (tmp_path / "steps" / "b.json").write_text(garbage)
+        assert runner.reason_to_run(b) == "its marker is unreadable"
     assert Runner(tmp_path / "steps", force=True).reason_to_run(b) == "--force"
     runner.run(counting_step(tmp_path, "a", "v2"))
     assert runner.reason_to_run(counting_step(tmp_path, "c")) == "not run before"
