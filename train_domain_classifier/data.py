@@ -80,13 +80,15 @@ def cache_size(input_mode, input_size, view_size, train):
     return int(round(input_size * TRAIN_CACHE_SCALE)) if train else input_size
 
 
+def input_mode(state):
+    """A checkpoint's input mode (checkpoints written before input modes existed: "resize")."""
+    return state.get("input_mode", state.get("config", {}).get("input_mode", "resize"))
+
+
 def eval_size(state):
-    """Side of the images a checkpoint's network is fed at validation and prediction
-    (checkpoints written before input modes existed are "resize")."""
-    config = state.get("config", {})
-    mode = state.get("input_mode", config.get("input_mode", "resize"))
-    return resolve_view_size(mode, state["input_size"],
-                             state.get("view_size", config.get("view_size", 0)))
+    """Side of the images a checkpoint's network is fed at validation and prediction."""
+    return resolve_view_size(input_mode(state), state["input_size"],
+                             state.get("view_size", state.get("config", {}).get("view_size", 0)))
 
 
 @dataclass(frozen=True)

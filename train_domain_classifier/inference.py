@@ -38,13 +38,12 @@ def validation_dataset(state, coco_root=None, cache_dir=None, workers=0):
                                     config.get("max_images", 0))
     cache_dir = cache_dir or config.get("cache_dir") or Path(
         config.get("log_dir", paths.DOMAIN_LOG_DIR)) / "cache"
-    mode = state.get("input_mode", config.get("input_mode", "resize"))
     npy, ok = data.open_cache(val_refs, data.eval_size(state), cache_dir, workers,
                               desc="validation images")
     if not ok.any():
         raise UserError("none of the validation images can be decoded")
     return data.EffectDataset(npy, np.flatnonzero(ok), state["input_size"], train=False,
-                              input_mode=mode)
+                              input_mode=data.input_mode(state))
 
 
 def validate(model, dataset, batch_size=64, workers=0, device="cpu"):
@@ -58,7 +57,7 @@ def write_validation(out_dir, metrics, checkpoint, state):
     names = list(data.CLASS_NAMES)
     report = dict(metrics, classes=names, checkpoint=str(checkpoint), epoch=state.get("epoch"),
                   arch=state["arch"], input_size=state["input_size"],
-                  input_mode=state.get("input_mode", "resize"), eval_size=data.eval_size(state),
+                  input_mode=data.input_mode(state), eval_size=data.eval_size(state),
                   seed=state.get("seed"))
     files.write_json(out_dir / "metrics.json", report, indent=1)
     rows = [[f"true_{n}"] + row for n, row in zip(names, metrics["confusion"])]
