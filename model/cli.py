@@ -7,10 +7,7 @@ import sys
 from pathlib import Path
 
 from model import paths
-
-
-class UserError(Exception):
-    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+from model.errors import UserError  # noqa: F401  (re-exported for the scripts)
 
 
 def str2bool(text):

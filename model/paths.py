@@ -1,7 +1,10 @@
 """Every default location of the project, relative to the repository root.
 
 Scripts run from any working directory: nothing here depends on the current directory."""
+import os
 from pathlib import Path
+
+from model.domains import EFFECT_NAMES, EVAL_MODELS, EXPERT_EFFECTS, TEST_EFFECTS  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_DIR = REPO_ROOT / "dataset"
@@ -12,17 +15,8 @@ DOMAIN_CLASSIFIER_DIR = REPO_ROOT / "train_domain_classifier"
 DOMAIN_RESULTS_DIR = DOMAIN_CLASSIFIER_DIR / "results"
 DOMAIN_LOG_DIR = DOMAIN_CLASSIFIER_DIR / "log"
 
-# The experts (training effects) and the test domains, as the fork spells them.
-EXPERT_EFFECTS = ("", "_dark", "_motion_blur")
-TEST_EFFECTS = ("", "_dark", "_motion_blur", "_resolution")
 EVAL_BASE = "val2014_random1k"
 EVAL_DATATYPES = tuple(EVAL_BASE + e for e in TEST_EFFECTS)
-EFFECT_NAMES = {"": "normal", "_dark": "dark", "_motion_blur": "motion_blur",
-                "_resolution": "resolution", "_ensemble": "ensemble",
-                "_ensemble_fuse": "ensemble_fuse"}
-# Models that eval_coco2014_single_scale.py evaluates: the three experts, the routed ensemble
-# (the fork's "_ensemble") and our fused ensemble.
-EVAL_MODELS = EXPERT_EFFECTS + ("_ensemble", "_ensemble_fuse")
 
 
 def annotation_file(coco_root, data_type):
@@ -65,6 +59,5 @@ def keras_weight_dirs():
     """Where Keras keeps downloaded weight files (e.g. ImageNet VGG19): $KERAS_HOME/models
     when KERAS_HOME is set (the Makefile and tests set it to .cache/keras), then
     ~/.keras/models."""
-    import os
     dirs = [Path(os.environ["KERAS_HOME"]) / "models"] if os.environ.get("KERAS_HOME") else []
     return dirs + [Path.home() / ".keras" / "models"]

@@ -1,0 +1,95 @@
+"""Everything that depends on the choice of configuration (`--config full` or `small`), in one
+place, resolved once.
+
+`full` is CMU's COCO recipe (docs/recipe.md sections 2, 3, 5 and 7): the 52-million-parameter
+network on 368 px crops, the main person at 0.6 of the crop, SGD with the Keras
+reproduction's step schedule, normal(0.01) initialisation with ImageNet VGG19 where Keras'
+file is found, native-resolution single-scale evaluation, and the fork's ResNet-50 domain
+classifier on whole images resized to 112 px.
+
+`small` is the CPU recipe that lets the whole experiment run on two cores in minutes: the same
+network code at a quarter of the channels, three stages and 184 px crops; each choice that
+departs from `full` is there because the small network measurably needed it:
+- main person at 0.9 of the crop: at 0.6 a 184 px crop leaves people about 11 cells tall, at
+  0.9 about 16 (synthetic set, 432 steps: AP 0.41 instead of 0.35, each at its best test
+  scale); it is therefore evaluated at 1.5 x its crop height ("boxsize" mode), where test
+  people have the training size;
+- batch normalisation after each hidden convolution during training (folded away in every
+  saved weight file) and He-normal initialisation (what "auto" resolves to when no ImageNet
+  weights fit): from
+  normal(0.01) it stays on the "all background" plateau for hundreds of steps;
+- Adam 1e-3 with the same per-layer multipliers and decay, x0.333 after 70 % of the run;
+- a ResNet-18 domain classifier trained from scratch on 64 px crops of a 128 px view: a whole
+  image resized to 64 px shrinks the 30 px motion blur to 3-6 px (95 % accuracy; 99 % with
+  crops), with a fifth of the synthetic train2014 held out to validate it.
+
+Scripts with a `--config` flag take their defaults from `get_recipe(config)`; the classifier's
+scripts, which have no `--config`, default to `full`'s classifier (the fork's).
+"""
+from dataclasses import asdict, dataclass
+
+from model.errors import UserError
+from model.network import CONFIGS, PoseConfig
+
+
+@dataclass(frozen=True)
+class ClassifierRecipe:
+    """The domain classifier's training recipe (train_domain_classifier/train.py)."""
+    arch: str
+    input_size: int
+    input_mode: str          # "resize" (the fork's whole-image resize) or "crop"
+    val_fraction: float      # train2014 images held out to validate the classifier
+    epochs: int
+    milestones: tuple        # epochs after which the learning rate drops x gamma
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One configuration's choices. `network` is the PoseConfig of the same name."""
+    name: str
+    target_dist: float       # main person's height / crop size before the random multiplier
+    batch_norm: bool         # train with batch normalisation (folded when saved)
+    schedule: str            # a name of model.train's SCHEDULES
+    init: str                # "auto": caffe when initial weights are given or ImageNet VGG19
+                             # fits and is found, else he (the small network: always he)
+    eval_scale_mode: str     # "native" or "boxsize" (model.inference.SCALE_MODES)
+    eval_scale_search: tuple
+    classifier: ClassifierRecipe
+
+    @property
+    def network(self) -> PoseConfig:
+        return CONFIGS[self.name]
+
+    def settings(self):
+        """A flat {name: value} for settings tables."""
+        out = {k: v for k, v in asdict(self).items() if k != "classifier"}
+        out.update({f"classifier_{k}": v for k, v in asdict(self.classifier).items()})
+        return out
+
+
+RECIPES = {
+    "full": Recipe(
+        "full", target_dist=0.6, batch_norm=False, schedule="keras", init="auto",
+        eval_scale_mode="native", eval_scale_search=(1.0,),
+        classifier=ClassifierRecipe("resnet50", input_size=112, input_mode="resize",
+                                    val_fraction=0.1, epochs=100, milestones=(30, 60))),
+    "small": Recipe(
+        "small", target_dist=0.9, batch_norm=True, schedule="small", init="auto",
+        eval_scale_mode="boxsize", eval_scale_search=(1.5,),
+        classifier=ClassifierRecipe("resnet18", input_size=64, input_mode="crop",
+                                    val_fraction=0.2, epochs=12, milestones=(9,))),
+}
+# The fork's domain classifier, the default of the classifier's own scripts.
+FORK_CLASSIFIER = RECIPES["full"].classifier
+
+
+def get_recipe(config):
+    """The Recipe of a configuration name (or of a PoseConfig's name)."""
+    name = config.name if isinstance(config, PoseConfig) else config
+    if name not in RECIPES:
+        raise UserError(f"unknown configuration {name!r}; choose from {', '.join(RECIPES)}")
+    return RECIPES[name]
