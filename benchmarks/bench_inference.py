@@ -1,0 +1,142 @@
+"""Network time per image of the pose network in TensorFlow (Keras, eager as the project
+calls it, and as a tf.function graph), ONNX Runtime and OpenVINO, in one run, and the
+post-processing time beside it.
+
+    python benchmarks/bench_inference.py [--config full] [--repeats 5] [--out FILE.md]
+
+Batch 1, at 368 x 368 (CMU's crop) and at 640 x 480 native (a VGA photo, fed as it is, the
+fork's single scale). Weights are random (He-scaled): the time of a convolution does not
+depend on its values. Each backend runs the same ONNX file exported from the same Keras
+model (model/export.py), after one untimed warm-up call per size; the table gives the median
+wall time of --repeats calls, so compare backends within one run: they take turns on the
+same machine and load. Post-processing (maps at network resolution -> people -> COCO
+records, model/inference.py + model/decode.py at the default working grid) is timed on a
+640 x 480 scene of 5 people rendered by the ground-truth encoder with noise, as in
+benchmarks/bench_decode.py. The CPU model and the thread settings are printed with the table.
+"""
+import argparse
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from bench_decode import fast_postprocess, load_literal
+
+from model import caffe, export, files, inference, network
+from model.cli import main_guard
+
+SIZES = {"368x368": (368, 368), "640x480": (480, 640)}
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                    if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def random_weights(config, folder):
+    """He-scaled random weights of `config` as a Keras weight file (maps far from zero)."""
+    rng = np.random.default_rng(0)
+    layers = []
+    for spec in network.conv_layers(config):
+        w_shape, b_shape = spec.caffe_shapes()
+        std = np.sqrt(2.0 / np.prod(w_shape[1:]))
+        layers.append(caffe.CaffeLayer(spec.caffe_name, "Convolution", [
+            (rng.standard_normal(w_shape) * std).astype("float32"),
+            (rng.standard_normal(b_shape) * 0.1).astype("float32")]))
+    model = caffe.write_caffemodel(Path(folder) / "random.caffemodel", layers)
+    weights = Path(folder) / "random.h5"
+    caffe.convert_caffemodel(model, weights, config)
+    return weights
+
+
+def median_ms(call, batch, repeats):
+    call(batch)                                   # warm-up: graph building, allocation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call(batch)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
+
+
+def postprocess_ms(repeats, seed=0):
+    ref = load_literal()
+    hw = (480, 640)
+    rng = np.random.default_rng(seed)
+    settings = inference.InferenceSettings()
+    times = []
+    for _ in range(repeats):
+        people = ref.random_people(rng, 5, hw, min_height=100, max_height=300)
+        heat, paf = ref.render(people, hw, stride=8, noise=0.03, rng=rng)
+        start = time.perf_counter()
+        fast_postprocess(heat, paf, hw, 1, settings)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
+
+
+def run(config, repeats):
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = random_weights(config, tmp)
+        onnx_path = Path(tmp) / "pose.onnx"
+        export.export_onnx(config, weights, onnx_path)
+        keras_model = network.build_pose_model(config, weights=str(weights), vgg19=None)
+        graph = tf.function(lambda b: keras_model(b, training=False), reduce_retracing=True)
+        # "TensorFlow" is how model/inference.py calls the network (eager Keras call)
+        backends = {"TensorFlow": lambda b: keras_model(b, training=False),
+                    "TensorFlow tf.function": graph,
+                    "ONNX Runtime": export.OnnxPoseModel(onnx_path, config),
+                    "OpenVINO": export.OpenVinoPoseModel(onnx_path, config),
+                    "OpenVINO bf16": export.OpenVinoPoseModel(onnx_path, config, "bf16")}
+        rng = np.random.default_rng(0)
+        results = {}
+        for size, (h, w) in SIZES.items():
+            batch = rng.uniform(0, 255, (1, h, w, 3)).astype(np.float32)
+            results[size] = {name: median_ms(call, batch, repeats)
+                             for name, call in backends.items()}
+    threads = {"tensorflow_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+               "tensorflow_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+               "onnxruntime_intra_op": "0 (one per core)"}
+    return results, threads
+
+
+def format_table(config, results, post_ms, repeats, threads):
+    names = list(next(iter(results.values())))
+    lines = [f"Network time per image, configuration {config}, batch 1, median of {repeats} "
+             f"(CPU: {cpu_model()}; threads: {threads}):", "",
+             "| input | " + " | ".join(f"{n} (ms)" for n in names)
+             + " | " + " | ".join(f"TensorFlow / {n}" for n in names[1:]) + " |",
+             "|---|" + "---:|" * (2 * len(names) - 1)]
+    for size, row in results.items():
+        tf_ms = row["TensorFlow"]
+        lines.append(f"| {size} | " + " | ".join(f"{row[n]:.0f}" for n in names) + " | "
+                     + " | ".join(f"{tf_ms / row[n]:.2f}x" for n in names[1:]) + " |")
+    lines += ["", f"Post-processing of a 640x480 image with 5 people (maps -> COCO records, "
+                  f"working grid {inference.DEFAULT_RESOLUTION}): {post_ms:.1f} ms (median)."]
+    return "\n".join(lines) + "\n"
+
+
+@main_guard
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="full", choices=sorted(network.CONFIGS))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", type=Path, default=None, help="also write the table here")
+    args = p.parse_args()
+    results, threads = run(args.config, max(1, args.repeats))
+    table = format_table(args.config, results, postprocess_ms(max(3, args.repeats)),
+                         args.repeats, threads)
+    print(table)
+    if args.out:
+        files.write_text(args.out, table)
+
+
+if __name__ == "__main__":
+    main()
