@@ -1,4 +1,4 @@
-"""Data preparation benchmarks (issue 3 item 8). One function per measurement.
+"""Data preparation benchmarks. One function per measurement.
 
   masks:  mask generation time per image (1 worker and --workers workers)
   hdf5:   compact HDF5 generation time per image, bytes per sample, and the ratio to the
@@ -22,8 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from model import cli, coco_data, paths
+from model import cli, paths
+from model.coco import SOURCES
+from model.domains import EXPERT_EFFECTS
+from model.errors import UserError
 from model.files import write_json
+from model.hdf5 import generate_hdf5
+from model.masks import generate_masks
+from model.synthetic import generate_dataset
 
 
 def _annotations_only_root(coco_root, tmp):
@@ -38,7 +44,7 @@ def _annotations_only_root(coco_root, tmp):
 
 def _image_count(coco_root):
     return sum(len(json.loads(paths.annotation_file(coco_root, s).read_text())["images"])
-               for s in coco_data.SOURCES)
+               for s in SOURCES)
 
 
 def bench_masks(coco_root, workers):
@@ -49,7 +55,7 @@ def bench_masks(coco_root, workers):
         with tempfile.TemporaryDirectory() as tmp:
             root = _annotations_only_root(coco_root, tmp)
             start = time.perf_counter()
-            coco_data.generate_masks(root, workers=n)
+            generate_masks(root, workers=n)
             seconds = time.perf_counter() - start
         rows.append((f"masks, {n} worker{'s' if n > 1 else ''}", 1000 * seconds / images,
                      "ms / image"))
@@ -62,11 +68,11 @@ def bench_hdf5(coco_root, workers):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = _annotations_only_root(coco_root, tmp)
-        coco_data.generate_masks(root, workers=workers)
+        generate_masks(root, workers=workers)
         for n in sorted({1, workers}):
             out = Path(tmp) / f"h5_{n}"
             start = time.perf_counter()
-            reports = coco_data.generate_hdf5(root, out, workers=n)
+            reports = generate_hdf5(root, out, workers=n)
             seconds = time.perf_counter() - start
             images = sum(r["images"] for r in reports.values())
             rows.append((f"hdf5, {n} worker{'s' if n > 1 else ''}", 1000 * seconds / images,
@@ -83,15 +89,15 @@ def bench_hdf5(coco_root, workers):
     return rows
 
 
-def bench_pipeline(coco_root, workers, effects=("", "_dark", "_motion_blur"), seed=0):
+def bench_pipeline(coco_root, workers, effects=EXPERT_EFFECTS, seed=0):
     """Throughput of the training input pipeline on the train HDF5 of coco_root (masks and
     HDF5 written to a temporary folder first, not timed)."""
-    from model.pipeline import measure_throughput
+    from model.pipeline import measure_throughput  # imports TensorFlow: only when measured
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = _annotations_only_root(coco_root, tmp)
-        coco_data.generate_masks(root, workers=workers)
-        reports = coco_data.generate_hdf5(root, Path(tmp) / "h5", workers=workers)
+        generate_masks(root, workers=workers)
+        reports = generate_hdf5(root, Path(tmp) / "h5", workers=workers)
         for effect in effects:
             r = measure_throughput(reports["train"]["path"], effect=effect, seed=seed)
             name = f"pipeline 368x368, effect {effect or 'none'}"
@@ -120,8 +126,8 @@ def parse_args(argv=None):
     parser.add_argument("--synthetic_val", type=int, default=150,
                         help="val2014 images of that synthetic set (default: %(default)s)")
     cli.add_seed(parser)
-    parser.add_argument("--pipeline_effects", nargs="+", default=["", "_dark", "_motion_blur"],
-                        choices=["", "_dark", "_motion_blur"],
+    parser.add_argument("--pipeline_effects", nargs="+", default=list(EXPERT_EFFECTS),
+                        choices=list(EXPERT_EFFECTS),
                         help="effects measured by the pipeline measurement (default: all)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
@@ -137,14 +143,13 @@ def main(argv=None):
     coco_root = args.coco_root
     try:
         if args.synthetic_train > 0:
-            from model.synthetic import generate_dataset
             tmp = tempfile.mkdtemp(prefix="bench_data_")
             coco_root = Path(tmp) / "coco"
             generate_dataset(coco_root, args.synthetic_train, args.synthetic_val, args.seed,
                              workers=args.workers, progress=False)
-        for source in coco_data.SOURCES:
+        for source in SOURCES:
             if not paths.annotation_file(coco_root, source).is_file():
-                raise cli.UserError(f"no COCO data in {coco_root} (missing "
+                raise UserError(f"no COCO data in {coco_root} (missing "
                                     f"{paths.annotation_file(coco_root, source).name}); pass "
                                     "--coco_root or --synthetic_train N")
         results = {"coco_root": str(coco_root), "images": _image_count(coco_root),

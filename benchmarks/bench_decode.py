@@ -1,6 +1,6 @@
 """Post-processing time of one 640 x 480 image: network-resolution maps (80 x 60) -> COCO
 keypoint records, the fast path (model.inference + model.decode) against the literal
-transcription of REFERENCE section 6 (tests/test_decode.py), in the same run.
+transcription of docs/recipe.md section 6 (tests/test_decode.py), in the same run.
 
 Scenes: 1, 5, 10 and 20 people rendered by the ground-truth encoder at stride 8 with smooth
 noise like a network's, so both decoders see spurious peaks too. Both decoders must find the
@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from model import cli, decode, files, inference, paths
+from model.errors import UserError
 
 
 def load_literal():
@@ -136,7 +137,7 @@ def main():
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args()
     if args.repeats < 1:
-        raise cli.UserError("--repeats must be >= 1")
+        raise UserError("--repeats must be >= 1")
     cv2.setNumThreads(1)
     rows, stages, resolution = run(args.repeats, args.seed, args.resolution)
     table = (format_table(rows, resolution, args.repeats, args.seed) + "\n"

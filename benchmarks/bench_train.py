@@ -14,10 +14,94 @@ import os
 import time
 from pathlib import Path
 
-from model import network, paths, train
-from model.cli import UserError, add_seed, main_guard, str2bool
-from model.files import write_json
+import keras
+import numpy as np
+import tensorflow as tf
 
+from model import network, paths
+from model.cli import add_seed, main_guard, str2bool
+from model.domains import EXPERT_EFFECTS, NORMAL
+from model.errors import UserError
+from model.files import write_json
+from model.optim import make_optimizer
+from model.pipeline import BatchStream, PoseBatches
+from model.train_config import augment_params, resolve_schedule
+from model.train_step import Stepper, make_strategy, output_names
+
+
+def device_description():
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+                 for g in gpus]
+        return f"{len(gpus)} GPU: {', '.join(names)}"
+    return f"CPU ({os.cpu_count()} cores visible)"
+
+
+def random_batch(pcfg, batch_size, names, seed):
+    """Inputs and targets of the configuration's crop size, uniform noise (compute alone)."""
+    rng = np.random.default_rng(seed)
+    s, g = pcfg.input_size, pcfg.output_size
+    inputs = {"image": rng.uniform(0, 255, (batch_size, s, s, 3)).astype(np.float32),
+              "mask": np.ones((batch_size, g, g, 1), np.float32)}
+    targets = {n: rng.random((batch_size, g, g, network.BRANCH_OUTPUTS[int(n[-1])]),
+                             ).astype(np.float32) for n in names}
+    return inputs, targets
+
+
+def time_train_steps(config="full", batch_size=10, steps=5, warmup=1, mixed_precision=False,
+                     seed=0, distribute="none"):
+    """The model's training step alone, on random inputs of the configuration's crop size:
+    {"step_s": median seconds per step, "samples_per_s", "steps", "batch_size"}."""
+    pcfg = network.get_config(config)
+    strategy = make_strategy(distribute)
+    keras.utils.set_random_seed(seed)
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            model = network.build_pose_model(pcfg, training=True, vgg19=None, seed=seed)
+            opt = make_optimizer(resolve_schedule("auto", pcfg), None, batch_size, 10 ** 6,
+                                 mixed_precision)
+            opt.build(model.trainable_variables)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    names = output_names(pcfg.num_stages)
+    inputs, targets = random_batch(pcfg, batch_size, names, seed)
+    stepper = Stepper(model, opt, strategy, batch_size, names)
+    for _ in range(max(1, warmup)):      # the first call traces the graph
+        stepper.train(inputs, targets)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        stepper.train(inputs, targets)
+        times.append(time.perf_counter() - t)
+    step = float(np.median(times))
+    return {"step_s": step, "samples_per_s": batch_size / step, "steps": steps,
+            "batch_size": batch_size, "mixed_precision": bool(mixed_precision),
+            "replicas": strategy.num_replicas_in_sync}
+
+
+def time_pipeline(hdf5, config="full", batch_size=10, batches=10, workers=1, effect=NORMAL,
+                  seed=0):
+    """Input pipeline alone (HDF5 -> augmentation -> effect -> targets), read ahead by
+    `workers` threads as in training: {"samples_per_s", "batch_s", "batches"}."""
+    pcfg = network.get_config(config)
+    data = PoseBatches(hdf5, batch_size, effect, pcfg.num_stages, augment_params(pcfg),
+                       seed=seed)
+    stream = BatchStream(data, workers)
+    try:
+        stream.get(0)                     # opens the file, warms caches
+        start = time.perf_counter()
+        n = 0
+        for _, (inputs, _) in stream.iterate(1, 1 + batches):
+            n += len(inputs["image"])
+        seconds = time.perf_counter() - start
+    finally:
+        stream.close()
+        data.close()
+    return {"samples_per_s": n / seconds, "batch_s": seconds / batches, "batches": batches,
+            "workers": workers, "batch_size": batch_size}
 
 
 def parse_args(argv=None):
@@ -44,7 +128,7 @@ def parse_args(argv=None):
                         help="batches timed in the pipeline (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="pipeline threads (default: %(default)s)")
-    parser.add_argument("--effect", default="", choices=list(paths.EXPERT_EFFECTS),
+    parser.add_argument("--effect", default=NORMAL, choices=list(EXPERT_EFFECTS),
                         help="effect applied in the pipeline (default: '')")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     add_seed(parser)
@@ -64,12 +148,12 @@ def main(argv=None):
     cfg = network.get_config(args.config)
     precisions = {"both": [False, True], "true": [True], "false": [False]}[args.mixed_precision]
     results = {"config": cfg.name, "input_size": cfg.input_size, "seed": args.seed,
-               "device": train.device_description(), "model": {}}
+               "device": device_description(), "model": {}}
     print(f"device: {results['device']}; config {cfg.name} at {cfg.input_size} x "
           f"{cfg.input_size}, batch {args.batch_size}, seed {args.seed}")
     for mixed in precisions:
         start = time.time()
-        r = train.time_train_steps(cfg, args.batch_size, args.steps, args.warmup, mixed,
+        r = time_train_steps(cfg, args.batch_size, args.steps, args.warmup, mixed,
                                    args.seed, args.distribute)
         key = "mixed_float16" if mixed else "float32"
         results["model"][key] = r
@@ -77,7 +161,7 @@ def main(argv=None):
               f"{r['samples_per_s']:8.2f} samples/s ({r['replicas']} replica(s), median of "
               f"{r['steps']} steps, {time.time() - start:.0f} s)")
     if args.pipeline:
-        r = train.time_pipeline(hdf5, cfg, args.batch_size, args.pipeline_batches, args.workers,
+        r = time_pipeline(hdf5, cfg, args.batch_size, args.pipeline_batches, args.workers,
                                 args.effect, args.seed)
         results["pipeline"] = r
         print(f"pipeline ({args.workers} threads): {r['batch_s'] * 1000:9.1f} ms/batch, "

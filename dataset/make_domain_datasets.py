@@ -9,7 +9,7 @@ segmentations). A set whose annotation file records the same draw from the same 
 annotations is kept on a rerun (--overwrite true rewrites it anyway)."""
 import argparse
 
-from model import cli, coco_data, paths
+from model import cli, coco, domains, evalsets, paths
 
 
 def parse_args(argv=None):
@@ -20,13 +20,13 @@ def parse_args(argv=None):
                         help="images per set; the whole pool if it is smaller "
                              "(default: %(default)s)")
     cli.add_seed(parser)
-    parser.add_argument("--val_holdout", type=int, default=coco_data.VAL_HOLDOUT,
+    parser.add_argument("--val_holdout", type=int, default=coco.VAL_HOLDOUT,
                         help="held-out val2014 count, as given to generate_hdf5_coco2014.py "
                              "(default: %(default)s)")
-    parser.add_argument("--effects", nargs="+", default=list(paths.TEST_EFFECTS),
-                        choices=paths.TEST_EFFECTS, metavar="EFFECT",
+    parser.add_argument("--effects", nargs="+", default=list(domains.TEST_EFFECTS),
+                        choices=domains.TEST_EFFECTS, metavar="EFFECT",
                         help="sets to write, by effect suffix ('' = unchanged) "
-                             f"(default: all of {list(paths.TEST_EFFECTS)})")
+                             f"(default: all of {list(domains.TEST_EFFECTS)})")
     parser.add_argument("--overwrite", type=cli.str2bool, default=False,
                         help="rewrite the sets even if they record the same draw "
                              "(default: %(default)s)")
@@ -42,8 +42,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.ensure_writable_dir(paths.image_dir(args.coco_root, paths.EVAL_BASE).parent)
-    result = coco_data.make_domain_datasets(args.coco_root, args.num, args.seed,
-                                            args.val_holdout, args.effects, args.overwrite)
+    result = evalsets.make_domain_datasets(args.coco_root, args.num, args.seed,
+                                           args.val_holdout, args.effects, args.overwrite)
     print(f"sample of {len(result['image_ids'])} images (seed {result['seed']}) drawn only "
           f"from the {result['pool']} held-out val2014 images with people: none of them is "
           "a training image")

@@ -2,7 +2,7 @@
 
     python dataset/make_synthetic_coco.py --coco_root dataset/COCO --num_train 400 --num_val 150 --seed 0
 
-A rerun with the same arguments keeps a complete set as it is (see model.synthetic)."""
+A rerun with the same arguments keeps a complete set as it is (see model/synthetic/dataset.py)."""
 import argparse
 import logging
 import os
@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from model import synthetic
-from model.cli import UserError, add_coco_root, add_seed, ensure_writable_dir, main_guard, str2bool
+from model.cli import add_coco_root, add_seed, ensure_writable_dir, main_guard, str2bool
+from model.errors import UserError
 
 log = logging.getLogger("make_synthetic_coco")
 

@@ -9,7 +9,7 @@ writes into --results_dir:
   <X>-three-model-epoch100-open-pose-single-scale-<N>-quality.json   counts, correlations,
                                                                        AUSE, risk-coverage
   ...-sparsification.{csv,png}, ...-risk_coverage.{csv,png}          (ground truth only)
-Definitions: model/uncertainty.py and the README.
+Definitions: model/uncertainty.py and the README; the files: model/report/uncertainty.py.
 
   python eval/util_ainu.py --coco_dataType val2014_random1k_resolution
 """
@@ -17,9 +17,11 @@ import argparse
 from pathlib import Path
 
 from model import paths
-from model.cli import (UserError, add_coco_root, add_data_type, check_data_type,
-                       ensure_writable_dir, main_guard)
-from model.uncertainty import DEFAULT_MATCH_OKS, MEASURES, MODEL_LABELS, analyse
+from model.cli import add_coco_root, add_data_type, check_data_type, ensure_writable_dir, main_guard
+from model.domains import ENSEMBLE, ENSEMBLE_FUSE
+from model.errors import UserError
+from model.report.uncertainty import analyse
+from model.uncertainty import DEFAULT_MATCH_OKS, MEASURES, MODEL_LABELS
 
 
 def parse_args(argv=None):
@@ -32,7 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--match_oks", type=float, default=DEFAULT_MATCH_OKS,
                    help="OKS between two experts' predictions needed to call them the same "
                         "person (default: %(default)s)")
-    p.add_argument("--ensemble", choices=("_ensemble", "_ensemble_fuse"), default="_ensemble",
+    p.add_argument("--ensemble", choices=(ENSEMBLE, ENSEMBLE_FUSE), default=ENSEMBLE,
                    help="whose predictions fill the ensemble columns (default: %(default)s, "
                         "the routed ensemble)")
     p.add_argument("--results_dir", type=Path, default=paths.EVAL_RESULTS_DIR,

@@ -1,6 +1,6 @@
 """Training augmentation: one affine transform per sample, crop around the main person.
 
-REFERENCE section 5: the image is scaled so the main person is about target_dist * crop_size
+docs/recipe.md section 5: the image is scaled so the main person is about target_dist * crop_size
 pixels tall (target_dist / scale_provided), times a random multiplier in [scale_min,
 scale_max] that is always applied (one Python reproduction never applied it), rotated by up
 to +-max_rotate degrees, shifted by up to +-center_perturb crop pixels, cropped to
@@ -25,7 +25,7 @@ import math
 import cv2
 import numpy as np
 
-from model.coco_data import BOX_SIZE
+from model.coco import BOX_SIZE
 from model.skeleton import FLIP_CMU
 
 
@@ -124,7 +124,7 @@ def transform_sample(sample, M, flip, params=AugmentParams()):
 
 
 def augment(sample, rng, params=AugmentParams()):
-    """Randomly transformed crop of a model.coco_data.Sample; deterministic given rng's state."""
+    """Randomly transformed crop of a model.hdf5.Sample; deterministic given rng's state."""
     M, flip = random_transform(rng, sample.objpos, sample.scale_provided, params)
     return transform_sample(sample, M, flip, params)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from model import network
-from model.cli import UserError, ensure_writable_dir
+from model.cli import ensure_writable_dir
+from model.errors import UserError
 from model.files import atomic_path, write_text
 
 log = logging.getLogger(__name__)

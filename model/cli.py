@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from model import paths
-from model.errors import UserError  # noqa: F401  (re-exported for the scripts)
+from model.errors import UserError
 
 
 def str2bool(text):

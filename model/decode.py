@@ -1,4 +1,4 @@
-"""Maps -> people: peak finding, limb scoring and greedy assembly (REFERENCE section 6).
+"""Maps -> people: peak finding, limb scoring and greedy assembly (docs/recipe.md section 6).
 
 The algorithm is section 6's, vectorised: peaks of all parts at once (smoothing only the
 window of the maps where a peak can be, peak_window), the candidate pairs of all limbs scored

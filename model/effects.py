@@ -1,6 +1,6 @@
 """The image domains of the experts: dark, motion blur and low resolution.
 
-Defaults are the fork's parameters (REFERENCE section 7). Images are BGR uint8 arrays.
+Defaults are the fork's parameters (docs/recipe.md section 7). Images are BGR uint8 arrays.
 The same functions make the evaluation sets, the experts' training input and the domain
 classifier's classes, so all three see the same domains.
 """
@@ -8,6 +8,8 @@ import copy
 
 import cv2
 import numpy as np
+
+from model.domains import DARK, LOW_RESOLUTION, MOTION_BLUR, NORMAL
 
 DARK_FACTOR = 0.5          # PIL ImageEnhance.Brightness(0.5)
 BLUR_LENGTH = 30           # horizontal box blur, 30 px
@@ -48,8 +50,8 @@ def low_resolution(image, factor=RESOLUTION_FACTOR):
 
 
 # Effects that keep the image geometry; the experts train on these.
-PIXEL_EFFECTS = {"": lambda image: image, "_dark": darken, "_motion_blur": motion_blur}
-ALL_EFFECTS = dict(PIXEL_EFFECTS, _resolution=low_resolution)
+PIXEL_EFFECTS = {NORMAL: lambda image: image, DARK: darken, MOTION_BLUR: motion_blur}
+ALL_EFFECTS = dict(PIXEL_EFFECTS, **{LOW_RESOLUTION: low_resolution})
 
 
 def apply_effect(image, effect):
@@ -86,6 +88,8 @@ def scale_annotation(ann, sx, sy, new_height=None, new_width=None):
             (np.asarray(poly, np.float64).reshape(-1, 2) * (sx, sy)).ravel().tolist()
             for poly in seg if len(poly) % 2 == 0]
     elif isinstance(seg, dict):
+        # here only: the training pipeline and the classifier import this module without
+        # needing pycocotools
         from pycocotools import mask as mask_utils
         if new_height is None or new_width is None:
             raise ValueError("resizing an RLE segmentation needs the new image size")

@@ -10,12 +10,15 @@ fuse    for each image, run the experts, average their heatmaps and PAFs weighte
         resolution step, which is linear, so it equals averaging the full-resolution maps and
         resampling once). An expert whose weight is 0 (probability below `skip_below`,
         default 0, or exactly 0) is not run on that image and the others are renormalised.
+        The networks run on TensorFlow, or as exported .onnx models on ONNX Runtime or
+        OpenVINO (`backend`, model.backends); the average and the decoder are the same.
 oracle  an upper bound of any per-image choice of one expert: the expert whose predictions
         score best against the ground truth; score = sum of the OKS of the Hungarian-matched
         (prediction, ground truth) pairs / max(#predictions, #ground-truth people), so missed
         people and extra predictions both cost; an image with neither scores 1. Ground-truth
         people that COCOeval ignores (crowd, no labelled keypoint) are left out.
 """
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -23,20 +26,23 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from model import evaluation, files
-from model import uncertainty as unc
-from model.cli import UserError
+from model import backends, evaluation, files, inference, network
+from model.domains import EFFECT_NAMES, ENSEMBLE, ENSEMBLE_FUSE, EXPERT_EFFECTS
+from model.errors import UserError
 from model.files import read_json
-from model.paths import (DOMAIN_RESULTS_DIR, EFFECT_NAMES, EXPERT_EFFECTS, image_dir,
-                         image_file_name)
-from model.uncertainty import coco_oks, evaluated_gt, group_by_image, records_to_array
+from model.keypoints import coco_oks, evaluated_gt, group_by_image, records_to_array
+from model.paths import DOMAIN_RESULTS_DIR, image_dir, image_file_name
+from model.recipes import get_recipe
+from model.runs import (ENSEMBLE_REPORT_CSV, ENSEMBLE_REPORT_JSON, ORACLE_JSON, RUN_JSON,
+                        RunLayout, create_command)
+from model.uncertainty_set import load_ground_truth
 
 log = logging.getLogger(__name__)
 
-NUM_DOMAINS = 3          # effect_prob order: normal, dark, motion blur (model.paths.EXPERT_EFFECTS)
+NUM_DOMAINS = 3          # effect_prob order: normal, dark, motion blur (EXPERT_EFFECTS)
 STAT_NAMES = evaluation.STAT_NAMES
-# The oracle's predictions, beside the ensemble's results file in its run folder.
-ORACLE_JSON = "oracle_" + unc.RESULTS_JSON
+METHOD_EFFECT = {"route": ENSEMBLE, "fuse": ENSEMBLE_FUSE}
+DEFAULT_CONFIG = "full"     # eval/eval_coco2014_single_scale.py's default --config
 
 
 def load_domain_probs(path, image_ids, hint=""):
@@ -127,20 +133,19 @@ def timed(fn, *args, **kwargs):
 
 # ------------------------------------------------------ train_expert_classifier/ensemble.py
 
-METHOD_EFFECT = {"route": "_ensemble", "fuse": "_ensemble_fuse"}
-
+# ------------------------------------------------------ train_expert_classifier/ensemble.py
 
 def domain_results_hint(data_type):
     return (f"; create them with: python train_domain_classifier/ensemble.py "
             f"--coco_dataType {data_type}")
 
 
-def load_experts(results_dir, data_type, num_images, required=True):
+def load_experts(layout, data_type, num_images, required=True):
     """The three experts' records, or None for a missing one when not `required`."""
     out = []
     for effect in EXPERT_EFFECTS:
         try:
-            out.append(unc.load_results(results_dir, data_type, effect, num_images))
+            out.append(layout.read_results(data_type, effect, num_images))
         except UserError:
             if required:
                 raise
@@ -168,12 +173,74 @@ def compare(coco_gt, image_ids, entries):
 
 def write_report(run_dir, report):
     """ensemble_report.json and .csv in the method's run folder."""
-    files.write_json(run_dir / "ensemble_report.json", report, indent=1)
+    files.write_json(run_dir / ENSEMBLE_REPORT_JSON, report, indent=1)
     header = ["model"] + list(STAT_NAMES) + ["predictions", "seconds"]
-    files.write_csv(run_dir / "ensemble_report.csv",
+    files.write_csv(run_dir / ENSEMBLE_REPORT_CSV,
                     [[r["model"]] + [f"{r[k]:.4f}" for k in STAT_NAMES]
                      + [r["predictions"], "" if r["seconds"] is None else f"{r['seconds']:.3f}"]
                      for r in report.get("comparison", [])], header)
+
+
+def _num_images(layout, method, data_type, coco_gt, num_images):
+    """The image count of the experts' runs; a fused ensemble without runs to follow takes
+    the evaluation's default."""
+    if num_images is not None:
+        return num_images
+    try:
+        return layout.find_num_images(data_type)
+    except UserError:
+        if method == "route" or coco_gt is None:
+            raise
+        return evaluation.default_num_images(len(coco_gt.dataset["images"]))
+
+
+def _fuse(layout, data_type, coco_root, num_images, image_ids, probs, coco_gt, fuse_options,
+          report, run_info):
+    """The fused ensemble's (records, seconds, predicted image ids); fills report, run_info."""
+    opts = dict(fuse_options or {})
+    skip_below = opts.pop("skip_below", 0.0)
+    backend = opts.pop("backend", backends.TENSORFLOW)
+    config, settings, weights = fuse_plan(layout.results_dir, data_type, num_images,
+                                          backend=backend, **opts)
+    listed = coco_gt.imgs if coco_gt is not None else {}
+    images = [{"file_name": image_file_name(data_type, i), **listed.get(i, {}), "id": i}
+              for i in image_ids]
+    records, seconds, info = fuse_set(data_type, coco_root, images, probs,
+                                      (config, settings), weights, skip_below,
+                                      backend=backend)
+    report.update(info)
+    skipped = {i for i, _ in info["skipped_images"]}
+    run_info.update(config=config, settings=info["settings"], weights=info["weights"],
+                    skipped=info["skipped_images"], skip_below=skip_below, backend=backend)
+    return records, seconds, [i for i in image_ids if i not in skipped]
+
+
+def _comparison(report, method, coco_gt, image_ids, experts, records, seconds, choice,
+                oracle, out_dir, data_type, num_images):
+    """report["comparison"] (and the oracle's numbers): the method against each expert and
+    the per-image oracle, on the predicted images."""
+    if any(e is None for e in experts):
+        missing = [EFFECT_NAMES[x] for x, e in zip(EXPERT_EFFECTS, experts) if e is None]
+        report["notes"].append(f"predictions of the {', '.join(missing)} expert(s) missing: "
+                               f"oracle and expert rows skipped; create them with: "
+                               + "; ".join(create_command(data_type, x, num_images)
+                                           for x, e in zip(EXPERT_EFFECTS, experts)
+                                           if e is None))
+        report["comparison"] = compare(coco_gt, image_ids, {method: (records, seconds)})
+        return
+    entries = {EFFECT_NAMES[x]: (e, None) for x, e in zip(EXPERT_EFFECTS, experts)}
+    entries[method] = (records, seconds)
+    if oracle:
+        gt_by_image = {i: coco_gt.imgToAnns.get(i, []) for i in image_ids}
+        best, oracle_seconds = timed(oracle_choice, experts, gt_by_image, image_ids)
+        oracle_records = select_records(experts, best)
+        files.write_json(out_dir / ORACLE_JSON, oracle_records)
+        entries["oracle"] = (oracle_records, oracle_seconds)
+        report["oracle_images"] = choice_counts(best)
+        if method == "route":
+            report["route_agrees_with_oracle"] = float(np.mean(
+                [choice[i] == best[i] for i in image_ids])) if image_ids else None
+    report["comparison"] = compare(coco_gt, image_ids, entries)
 
 
 def run(method, data_type, results_dir, coco_root, domain_results=None, num_images=None,
@@ -182,24 +249,19 @@ def run(method, data_type, results_dir, coco_root, domain_results=None, num_imag
     evaluation reads them, and (with ground truth) its report against the experts and the
     oracle. Returns the report dict."""
     start = time.time()
+    layout = RunLayout(results_dir)
     effect = METHOD_EFFECT[method]
     domain_results = Path(domain_results or DOMAIN_RESULTS_DIR / f"{data_type}.json")
-    coco_gt = unc.load_ground_truth(coco_root, data_type)
-    if num_images is None:
-        try:
-            num_images = unc.find_num_images(results_dir, data_type)
-        except UserError:
-            if method == "route" or coco_gt is None:
-                raise
-            num_images = evaluation.default_num_images(len(coco_gt.dataset["images"]))
-    experts = load_experts(results_dir, data_type, num_images, required=method == "route")
+    coco_gt = load_ground_truth(coco_root, data_type)
+    num_images = _num_images(layout, method, data_type, coco_gt, num_images)
+    experts = load_experts(layout, data_type, num_images, required=method == "route")
     if coco_gt is not None:
         for x, recs in zip(EXPERT_EFFECTS, experts):
             if recs is not None:
-                evaluation.check_records(recs, coco_gt, unc.results_file(
-                    results_dir, data_type, x, num_images))
-    image_ids = unc.evaluated_image_ids(results_dir, data_type, num_images, coco_gt,
-                                        [e for e in experts if e is not None])
+                evaluation.check_records(recs, coco_gt, layout.results_file(
+                    data_type, x, num_images))
+    image_ids = layout.evaluated_image_ids(data_type, num_images, coco_gt,
+                                           [e for e in experts if e is not None])
     probs = load_domain_probs(domain_results, image_ids, domain_results_hint(data_type))
     log.info("%s ensemble of %s: %d images, domain probabilities from %s", method, data_type,
              len(image_ids), domain_results)
@@ -207,64 +269,34 @@ def run(method, data_type, results_dir, coco_root, domain_results=None, num_imag
               "domain_results": str(domain_results), "notes": [],
               "randomness": "none: the ensemble is deterministic (no seed)"}
     run_info = {"method": method, "domain_results": str(domain_results)}
+    choice = None
     if method == "route":
         choice, seconds = timed(route_choice, probs, image_ids)
         records = select_records(experts, choice)
         report["routed_images"] = choice_counts(choice)
         predicted = list(image_ids)
     else:
-        opts = dict(fuse_options or {})
-        skip_below = opts.pop("skip_below", 0.0)
-        config, settings, weights = fuse_plan(results_dir, data_type, num_images, **opts)
-        listed = coco_gt.imgs if coco_gt is not None else {}
-        images = [{"file_name": image_file_name(data_type, i), **listed.get(i, {}), "id": i}
-                  for i in image_ids]
-        records, seconds, info = fuse_set(data_type, coco_root, images, probs,
-                                          (config, settings), weights, skip_below)
-        report.update(info)
-        skipped = {i for i, _ in info["skipped_images"]}
-        predicted = [i for i in image_ids if i not in skipped]
-        run_info.update(config=config, settings=info["settings"], weights=info["weights"],
-                        skipped=info["skipped_images"], skip_below=skip_below)
+        records, seconds, predicted = _fuse(layout, data_type, coco_root, num_images,
+                                            image_ids, probs, coco_gt, fuse_options, report,
+                                            run_info)
     report["seconds"] = round(seconds, 3)
     report["seconds_per_image"] = round(seconds / max(len(image_ids), 1), 5)
-    out = unc.results_file(results_dir, data_type, effect, num_images)
+    out = layout.results_file(data_type, effect, num_images)
     files.write_json(out, records)
     # run.json as the evaluation writes it: eval_coco2014_single_scale.py --compute_keypoint
     # False evaluates exactly these images and reports this prediction time.
-    files.write_json(out.parent / evaluation.RUN_JSON, dict(
+    files.write_json(out.parent / RUN_JSON, dict(
         run_info, image_ids=predicted, prediction_seconds=round(seconds, 3),
         num_records=len(records)), indent=1)
-    image_ids = predicted
     report["predictions"] = len(records)
     report["results_file"] = str(out)
     log.info("%s: %d predictions of %d images in %.2f s, written to %s", method, len(records),
-             len(image_ids), seconds, out)
-
+             len(predicted), seconds, out)
     if coco_gt is None:
         report["notes"].append(f"no ground truth for {data_type}: AP and the oracle skipped")
-    elif any(e is None for e in experts):
-        missing = [EFFECT_NAMES[x] for x, e in zip(EXPERT_EFFECTS, experts) if e is None]
-        report["notes"].append(f"predictions of the {', '.join(missing)} expert(s) missing: "
-                               f"oracle and expert rows skipped; create them with: "
-                               + "; ".join(unc.create_command(data_type, x, num_images)
-                                           for x, e in zip(EXPERT_EFFECTS, experts)
-                                           if e is None))
-        report["comparison"] = compare(coco_gt, image_ids, {method: (records, seconds)})
     else:
-        entries = {EFFECT_NAMES[x]: (e, None) for x, e in zip(EXPERT_EFFECTS, experts)}
-        entries[method] = (records, seconds)
-        if oracle:
-            gt_by_image = {i: coco_gt.imgToAnns.get(i, []) for i in image_ids}
-            best, oracle_seconds = timed(oracle_choice, experts, gt_by_image, image_ids)
-            oracle_records = select_records(experts, best)
-            files.write_json(out.parent / ORACLE_JSON, oracle_records)
-            entries["oracle"] = (oracle_records, oracle_seconds)
-            report["oracle_images"] = choice_counts(best)
-            if method == "route":
-                report["route_agrees_with_oracle"] = float(np.mean(
-                    [choice[i] == best[i] for i in image_ids])) if image_ids else None
-        report["comparison"] = compare(coco_gt, image_ids, entries)
+        _comparison(report, method, coco_gt, predicted, experts, records, seconds, choice,
+                    oracle, out.parent, data_type, num_images)
     for note in report["notes"]:
         log.warning("%s", note)
     report["total_seconds"] = round(time.time() - start, 2)
@@ -272,24 +304,19 @@ def run(method, data_type, results_dir, coco_root, domain_results=None, num_imag
     return report
 
 
-DEFAULT_CONFIG = "full"     # eval/eval_coco2014_single_scale.py's default --config
-
-
 def fuse_plan(results_dir, data_type, num_images, config=None, weights=None,
-              scale_search=None, scale_mode=None, flip=None, resolution=None):
+              scale_search=None, scale_mode=None, flip=None, resolution=None,
+              backend=backends.TENSORFLOW):
     """(config name, model.inference.InferenceSettings, weights) of the fused ensemble.
 
     Each value given wins; otherwise what the experts' evaluation runs recorded in their
-    run.json (so the fusion averages the maps the experts were scored with); otherwise the
-    evaluation's defaults (config "full", InferenceSettings(), each expert's default
-    weights)."""
-    import dataclasses
-
-    from model import inference, network
-    runs = []
-    for effect in EXPERT_EFFECTS:
-        path = unc.run_dir(results_dir, data_type, effect, num_images) / evaluation.RUN_JSON
-        runs.append(read_json(path, "run settings") if path.is_file() else {})
+    run.json (so the fusion averages the maps the experts were scored with; recorded weights
+    of the other backend's kind are replaced by the file beside them, weights.0100.onnx for
+    weights.0100.h5 and back, model.backends.recorded_file); otherwise the evaluation's
+    defaults (config "full", the configuration's recipe scales (model.recipes), each
+    expert's default file for `backend`)."""
+    layout = RunLayout(results_dir)
+    runs = [layout.read_settings(data_type, effect, num_images) for effect in EXPERT_EFFECTS]
     if config is None:
         recorded = sorted({r["config"] for r in runs if r.get("config")})
         if len(recorded) > 1:
@@ -303,32 +330,35 @@ def fuse_plan(results_dir, data_type, num_images, config=None, weights=None,
         fields = {f.name for f in dataclasses.fields(inference.InferenceSettings)}
         settings = inference.InferenceSettings(**{k: v for k, v in base.items() if k in fields})
     else:
-        settings = inference.InferenceSettings(boxsize=cfg.input_size)
+        recipe = get_recipe(cfg.name)
+        settings = inference.InferenceSettings(tuple(recipe.eval_scale_search),
+                                               recipe.eval_scale_mode, cfg.input_size)
     given = {"scale_search": None if scale_search is None else tuple(scale_search),
              "scale_mode": scale_mode, "flip": flip, "resolution": resolution}
     settings = dataclasses.replace(settings, **{k: v for k, v in given.items() if v is not None})
     if weights is None:
         weights = [r.get("weights") for r in runs]
+        weights = [backends.recorded_file(backend, w, cfg.name) for w in weights]
     return cfg.name, settings, list(weights)
 
 
 def fuse_set(data_type, coco_root, images, probs, settings, weights=None,
-             skip_below=0.0, progress=True):
+             skip_below=0.0, progress=True, backend=backends.TENSORFLOW):
     """Fused predictions of every image: (records, seconds of inference, info).
 
     images: COCO image dicts (id, file_name, optional height and width); each image averages
     the experts' maps with weights fusion_weights(its domain probabilities, skip_below), and
     an expert with weight 0 is not run on it. settings: (config name,
     model.inference.InferenceSettings); weights: three weight files (None, or None for one:
-    that expert's default, model.inference.find_weights)."""
-    from model import inference
-
+    that expert's default, model.backends.find_model_file), Keras weights for the
+    tensorflow backend, exported .onnx models for onnxruntime and openvino."""
     config, settings = settings
-    chosen = [inference.find_weights(e, w) for e, w in
+    chosen = [backends.find_model_file(backend, e, w, config) for e, w in
               zip(EXPERT_EFFECTS, weights or [None] * len(EXPERT_EFFECTS))]
     for effect, (path, note) in zip(EXPERT_EFFECTS, chosen):
+        backends.check_model_file(backend, path, config)
         log.info("fuse: %s expert weights %s (%s)", EFFECT_NAMES[effect], path, note)
-    (models, load_seconds) = timed(lambda: [inference.load_pose_model(config, p)
+    (models, load_seconds) = timed(lambda: [backends.load_model(backend, config, p)
                                             for p, _ in chosen])
     expert_weights = {int(im["id"]): fusion_weights(probs[int(im["id"])], skip_below)
                       for im in images}
@@ -340,7 +370,7 @@ def fuse_set(data_type, coco_root, images, probs, settings, weights=None,
     skipped = [[int(i), reason] for i, reason in pred["skipped"]]
     if skipped:
         log.warning("fuse: %d of %d images skipped", len(skipped), len(images))
-    info = {"config": config,
+    info = {"config": config, "backend": backend,
             "weights": [str(p) for p, _ in chosen], "weights_notes": [n for _, n in chosen],
             "settings": {k: (list(v) if isinstance(v, tuple) else v)
                          for k, v in vars(settings).items()},

@@ -1,6 +1,6 @@
 """COCO keypoint evaluation: pycocotools wrappers, difficult-case subsets and PCK.
 
-Definitions (REFERENCE section 8 lists the fork's wrong ones; tests pin these):
+Definitions (docs/recipe.md section 8 lists the fork's wrong ones; tests pin these):
 
 * Evaluated images: exactly the images that were predicted (COCOeval params.imgIds), never
   the whole annotation file.
@@ -20,7 +20,9 @@ Definitions (REFERENCE section 8 lists the fork's wrong ones; tests pin these):
   (segmentation) area. We normalise by the person's scale, the s of COCO's OKS, rather than
   by a head size such as the ear-to-ear distance: ears are labelled for only part of COCO's
   people and their distance shrinks to nothing in profile, whereas the scale is defined for
-  every person. Predictions are matched to people by the same criterion: highest score
+  every person. A predicted keypoint counts as found under model.keypoints.found_mask (score
+  > 0 and not the (0, 0) placeholder), the rule every metric of the project uses.
+  Predictions are matched to people by the same criterion: highest score
   first, each prediction takes the unmatched person with whom it has the most correct
   keypoints of all 17 (at least one; ties go to the higher OKS; also for the joint subsets,
   which then count only their joints), so a roughly right pose is matched
@@ -35,9 +37,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from model import files
-from model.cli import UserError
+from model.errors import UserError
+from model.keypoints import found_mask, oks_matrix
 from model.skeleton import COCO_KEYPOINTS, COCO_SIGMAS, NUM_COCO
 
 log = logging.getLogger(__name__)
@@ -51,10 +56,6 @@ PCK_ALPHA = 0.5
 USER_SUBSETS = ("deformation", "rare_novel_poses", "crowded_background")
 PCK_NAME = f"PCK@{PCK_ALPHA}"
 
-# Files of one run folder (model.paths.eval_run_dir).
-RESULTS_JSON = "keypoint_results.json"
-METRICS_CSV = "metrics.csv"
-RUN_JSON = "run.json"
 NO_PREDICTIONS = ("no predictions on the evaluated images: pycocotools cannot evaluate an "
                   "empty result list, so AP and AR are reported as 0")
 
@@ -63,7 +64,6 @@ NO_PREDICTIONS = ("no predictions on the evaluated images: pycocotools cannot ev
 
 def coco_from_dataset(dataset):
     """A pycocotools COCO built from an annotation dict, without its prints."""
-    from pycocotools.coco import COCO
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
@@ -140,7 +140,6 @@ def keypoint_stats(coco_gt, records, image_ids, joints=None):
     records = [r for r in records if int(r["image_id"]) in wanted]
     if not records:
         return _zeros(), NO_PREDICTIONS
-    from pycocotools.cocoeval import COCOeval
     sigmas = COCO_SIGMAS
     gt = coco_gt
     if joints is not None:
@@ -226,22 +225,10 @@ def _keypoints(items):
                      for x in items]).reshape(-1, NUM_COCO, 3)
 
 
-def oks_matrix(dt_kp, gt_kp, gt_area, sigmas=COCO_SIGMAS):
-    """(D, G) COCO OKS of predictions against people with labelled keypoints (as
-    COCOeval.computeOks for people with at least one labelled keypoint)."""
-    var = (2.0 * np.asarray(sigmas)) ** 2
-    d2 = ((dt_kp[:, None, :, :2] - gt_kp[None, :, :, :2]) ** 2).sum(-1)   # (D, G, K)
-    e = d2 / var / (np.asarray(gt_area)[None, :, None] + np.spacing(1)) / 2.0
-    labelled = gt_kp[None, :, :, 2] > 0
-    count = labelled.sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, (np.exp(-e) * labelled).sum(-1) / count, 0.0)
-
-
 def correct_keypoints(dt_kp, gt_kp, gt_area, alpha=PCK_ALPHA):
     """(D, G, K) bool: keypoint k of person g is labelled, found by prediction d and within
-    alpha * sqrt(area_g) of it. A found keypoint has v > 0 or is not at the (0, 0) placeholder."""
-    found = (dt_kp[..., 2] > 0) | (dt_kp[..., 0] != 0) | (dt_kp[..., 1] != 0)
+    alpha * sqrt(area_g) of it (found: model.keypoints.found_mask)."""
+    found = found_mask(dt_kp)
     dist = np.hypot(dt_kp[:, None, :, 0] - gt_kp[None, :, :, 0],
                     dt_kp[:, None, :, 1] - gt_kp[None, :, :, 1])
     limit = alpha * np.sqrt(np.asarray(gt_area, np.float64))[None, :, None]
@@ -325,26 +312,6 @@ def breakdown(coco_gt, records, image_ids, subsets_csv=None):
     return rows
 
 
-def write_metrics(path, rows):
-    files.write_csv(path, [(s, m, _fmt(v)) for s, m, v in rows],
-                    header=["subset", "metric", "value"])
-
-
-def _fmt(value):
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    return f"{float(value):.6f}"
-
-
-def read_metrics(path):
-    """{(subset, metric): float} of a metrics CSV written by write_metrics."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"metrics file not found: {path}")
-    with open(path, newline="") as f:
-        return {(r["subset"], r["metric"]): float(r["value"]) for r in csv.DictReader(f)}
-
-
 def format_summary(rows):
     """Human-readable lines of the breakdown rows."""
     table = {}
@@ -356,20 +323,6 @@ def format_summary(rows):
                  for m, v in metrics.items() if s != "all" or m not in STAT_NAMES]
         lines.append(f"{s}: " + ", ".join(parts))
     return lines
-
-
-# ------------------------------------------------------------------------------ run folders
-
-def run_folder(results_dir, data_type, effect, num_images, settings=None):
-    """A run's folder: model.paths.eval_run_dir's name under `results_dir`. A multi-scale or
-    flipped test gets a suffix, so it never overwrites the single-scale results (one scale,
-    whatever its value and mode) that the ensemble and the uncertainty scripts read."""
-    from model.paths import eval_run_dir
-    name = eval_run_dir(data_type, effect, num_images).name
-    if settings is not None and (len(settings.scale_search) > 1 or settings.flip):
-        scales = "_".join(f"{m:g}" for m in settings.scale_search)
-        name += f"-{settings.scale_mode}-{scales}" + ("-flip" if settings.flip else "")
-    return Path(results_dir) / name
 
 
 def default_num_images(num_available, limit=1000):

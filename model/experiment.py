@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model import files
-from model.cli import UserError
+from model.errors import UserError
 
 log = logging.getLogger("experiment")
 

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from model.errors import UserError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -50,7 +52,6 @@ def write_csv(path, rows, header=None):
 
 def read_json(path, what="JSON file"):
     """Load JSON or raise UserError naming the file and the problem."""
-    from model.cli import UserError
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")

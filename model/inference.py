@@ -1,5 +1,5 @@
 """Images -> network maps -> people: preprocessing, the resolution step, flips, scales and a
-batched, pipelined run over an evaluation set (REFERENCE section 6).
+batched, pipelined run over an evaluation set (docs/recipe.md section 6).
 
 Preprocessing: the image (BGR uint8) is resized by the scale s (cv2.resize, fx = fy = s,
 cubic), padded right and bottom to a multiple of 8 with 128 (which the network's x/256 - 0.5
@@ -29,7 +29,6 @@ maps are flipped back with left and right parts swapped and the PAFs' x componen
 """
 import logging
 import queue
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -38,10 +37,13 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
-from model import decode, paths
-from model.cli import UserError
-from model.skeleton import FLIP_CMU, LIMBS, NUM_HEATMAPS, NUM_LIMBS, NUM_PAFS, NUM_PARTS
+from model import decode
+from model.errors import UserError
+from model.images import MISSING, UNREADABLE, read_image
+from model.skeleton import (CMU_PARTS, FLIP_CMU, LIMBS, NUM_HEATMAPS, NUM_LIMBS, NUM_PAFS,
+                            NUM_PARTS)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,6 @@ DEFAULT_BOXSIZE = 368
 # README "Decoding"). On ideal stride-8 maps of synthetic val, 2 stays within 0.005 AP of full
 # resolution (60 images: 0.0041; 150 images: 0.0017); 3 did not (60 images: 0.0081).
 DEFAULT_RESOLUTION = 2
-DEFAULT_EPOCH = 100
 
 # Channel permutations of the maps of a horizontally flipped image.
 HEATMAP_FLIP = np.concatenate([FLIP_CMU, [NUM_HEATMAPS - 1]])
@@ -289,6 +290,16 @@ def _jobs(settings, image_hw):
     return [(s, f) for s in settings.scales(image_hw[0]) for f in flips]
 
 
+def network_inputs(image, settings):
+    """[(scale, flipped, float32 padded input)] of one BGR image: every scale, each also
+    mirrored when settings.flip."""
+    inputs = []
+    for scale, flipped in _jobs(settings, image.shape[:2]):
+        source = np.ascontiguousarray(image[:, ::-1]) if flipped else image
+        inputs.append((scale, flipped, prepare_input(source, scale)[0]))
+    return inputs
+
+
 class _Accumulator:
     """Running weighted mean of one image's maps on its working grid."""
 
@@ -311,15 +322,12 @@ class _Accumulator:
 def _accumulate(models, image, settings, weights):
     """The _Accumulator holding the weighted mean of one BGR image's maps."""
     models, weights = _as_models(models, weights)
-    image_hw = image.shape[:2]
-    jobs = _jobs(settings, image_hw)
-    acc = _Accumulator(image_hw, settings.resolution, len(jobs) * len(models))
-    for scale, flipped in jobs:
-        source = image[:, ::-1] if flipped else image
-        batch, _ = prepare_input(np.ascontiguousarray(source), scale)
+    inputs = network_inputs(np.ascontiguousarray(image), settings)
+    acc = _Accumulator(image.shape[:2], settings.resolution, len(inputs) * len(models))
+    for scale, flipped, batch in inputs:
         for model, w in zip(models, weights):
             paf, heat = run_network(model, batch[None])
-            acc.add(paf[0], heat[0], scale, flipped, w / len(jobs))
+            acc.add(paf[0], heat[0], scale, flipped, w / len(inputs))
     return acc
 
 
@@ -356,14 +364,15 @@ def predict_people(models, image, settings=InferenceSettings(), weights=None):
 _DONE = object()
 
 
-def read_image(path):
-    """BGR uint8 image, or (None, reason) when it cannot be read."""
+def read_image_or_reason(path):
+    """(BGR uint8 image, None) read by model.images (the stored pixel grid), or (None, reason)
+    naming the file when it is missing or cannot be decoded."""
     path = Path(path)
     if not path.is_file():
-        return None, f"missing file {path}"
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        return None, f"{MISSING} {path}"
+    image = read_image(path)
     if image is None or image.size == 0:
-        return None, f"unreadable image {path}"
+        return None, f"{UNREADABLE} {path}"
     return image, None
 
 
@@ -385,6 +394,127 @@ class _Worker(threading.Thread):
             raise self.error
 
 
+def _per_image_weights(models, weights):
+    """(models, weights_of): weights_of(image_id) gives the normalised model weights of an
+    image, from fixed weights (default equal) or a function of the image id."""
+    if callable(weights):
+        models = _as_models(models, None)[0]
+        return models, lambda image_id: _as_models(models, weights(image_id))[1]
+    models, fixed = _as_models(models, weights)
+    return models, lambda image_id: fixed
+
+
+def _largest_first(images):
+    """Images in order of decreasing size (then id): equal-sized inputs follow each other, so
+    the network's batches fill."""
+    return sorted(images, key=lambda im: (-int(im.get("height", 0)), -int(im.get("width", 0)),
+                                          int(im["id"])))
+
+
+class _SetPrediction:
+    """One predict_dataset call. Three stages run side by side, joined by bounded queues:
+    the loader thread reads and preprocesses images (load), the calling thread batches the
+    inputs through the network (add_image, flush), the decoder thread averages each image's
+    maps and decodes its people once all of them have arrived (decode_all)."""
+
+    def __init__(self, models, weights_of, image_dir, settings, batch_size, checkpoint,
+                 checkpoint_every):
+        self.models, self.weights_of = models, weights_of
+        self.image_dir, self.settings, self.batch_size = Path(image_dir), settings, batch_size
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.loaded = queue.Queue(maxsize=2 * batch_size)
+        self.outputs = queue.Queue(maxsize=4 * batch_size)
+        self.records, self.predicted, self.skipped = [], [], []
+        self.accumulators = {}     # image id -> _Accumulator, until its last map arrives
+        self.pending = []          # (image_id, image_hw, scale, flipped, input, model weights)
+        self.network_seconds = 0.0
+        self.start = time.perf_counter()
+        self.decoder = None
+
+    def load(self, order):
+        """Loader thread: every image of `order` as an ("image", ...) or ("skip", ...) item."""
+        for im in order:
+            image, reason = read_image_or_reason(self.image_dir / im["file_name"])
+            if image is None:
+                self.loaded.put(("skip", int(im["id"]), reason))
+                continue
+            self.loaded.put(("image", int(im["id"]), image.shape[:2],
+                             network_inputs(image, self.settings)))
+        self.loaded.put(_DONE)
+
+    def decode_all(self):
+        """Decoder thread: add each network output to its image's accumulator; decode an image
+        when its accumulator is complete."""
+        while True:
+            item = self.outputs.get()
+            if item is _DONE:
+                return
+            image_id, image_hw, paf, heat, scale, flipped, weight = item
+            acc = self.accumulators[image_id]
+            if acc.add(paf, heat, scale, flipped, weight):
+                del self.accumulators[image_id]
+                people = decode_maps(acc.heat, acc.paf, image_hw, self.settings)
+                self.records.extend(decode.people_to_coco(people, image_id))
+                self.predicted.append(image_id)
+                if (self.checkpoint is not None
+                        and len(self.predicted) % self.checkpoint_every == 0):
+                    self.checkpoint(list(self.records), list(self.predicted),
+                                    time.perf_counter() - self.start)
+
+    def add_image(self, image_id, image_hw, inputs):
+        """Queue one image's inputs for the network; a batch holds inputs of one shape."""
+        w = self.weights_of(image_id)
+        self.accumulators[image_id] = _Accumulator(image_hw, self.settings.resolution,
+                                                   len(inputs) * int((w > 0).sum()))
+        for scale, flipped, batch_input in inputs:
+            if self.pending and (self.pending[0][4].shape != batch_input.shape
+                                 or len(self.pending) >= self.batch_size):
+                self.flush()
+            self.pending.append((image_id, image_hw, scale, flipped, batch_input,
+                                 w / len(inputs)))
+
+    def flush(self):
+        """Run every model on the pending inputs it has a weight for; hand the outputs to the
+        decoder."""
+        for m, model in enumerate(self.models):
+            members = [p for p in self.pending if p[5][m] > 0]
+            if not members:
+                continue
+            t0 = time.perf_counter()
+            paf, heat = run_network(model, np.stack([p[4] for p in members]))
+            self.network_seconds += time.perf_counter() - t0
+            for k, (image_id, image_hw, scale, flipped, _, w) in enumerate(members):
+                _put(self.outputs, (image_id, image_hw, paf[k], heat[k], scale, flipped, w[m]),
+                     self.decoder)
+        self.pending.clear()
+
+    def run(self, order, progress):
+        loader = _Worker(lambda: self.load(order), "loader")
+        self.decoder = _Worker(self.decode_all, "decoder")
+        loader.start()
+        self.decoder.start()
+        bar = tqdm(total=len(order), desc="predict", unit="img", disable=not progress)
+        try:
+            while True:
+                item = _get(self.loaded, loader)
+                if item is _DONE:
+                    break
+                bar.update(1)
+                if item[0] == "skip":
+                    self.skipped.append((item[1], item[2]))
+                    log.warning("skipped image %d: %s", item[1], item[2])
+                    continue
+                self.add_image(*item[1:])
+            if self.pending:
+                self.flush()
+            _put(self.outputs, _DONE, self.decoder)
+            self.decoder.join()
+            self.decoder.check()
+        finally:
+            bar.close()
+        loader.check()
+
+
 def predict_dataset(models, images, image_dir, settings=InferenceSettings(), weights=None,
                     batch_size=4, progress=True, checkpoint=None, checkpoint_every=25):
     """COCO keypoint records of every image of `images` (COCO image dicts: id, file_name,
@@ -404,105 +534,16 @@ def predict_dataset(models, images, image_dir, settings=InferenceSettings(), wei
 
     Returns (records sorted by image id, info) with info = {"image_ids": predicted ids,
     "skipped": [(id, reason)], "seconds": wall time, "network_seconds": time in the network}."""
-    from tqdm import tqdm
-
-    if callable(weights):
-        models = _as_models(models, None)[0]
-        weights_of = lambda image_id: _as_models(models, weights(image_id))[1]  # noqa: E731
-    else:
-        models, fixed = _as_models(models, weights)
-        weights_of = lambda image_id: fixed  # noqa: E731
+    models, weights_of = _per_image_weights(models, weights)
     batch_size = max(1, int(batch_size))
-    order = sorted(images, key=lambda im: (-int(im.get("height", 0)), -int(im.get("width", 0)),
-                                           int(im["id"])))
-    loaded = queue.Queue(maxsize=2 * batch_size)
-    outputs = queue.Queue(maxsize=4 * batch_size)
-    records, predicted, skipped = [], [], []
-    start = time.perf_counter()
-
-    def load():
-        for im in order:
-            image, reason = read_image(Path(image_dir) / im["file_name"])
-            if image is None:
-                loaded.put(("skip", int(im["id"]), reason))
-                continue
-            inputs = []
-            for scale, flipped in _jobs(settings, image.shape[:2]):
-                source = np.ascontiguousarray(image[:, ::-1]) if flipped else image
-                inputs.append((scale, flipped, prepare_input(source, scale)[0]))
-            loaded.put(("image", int(im["id"]), image.shape[:2], inputs))
-        loaded.put(_DONE)
-
-    accumulators = {}
-
-    def decode_all():
-        while True:
-            item = outputs.get()
-            if item is _DONE:
-                return
-            image_id, image_hw, paf, heat, scale, flipped, weight = item
-            acc = accumulators[image_id]
-            if acc.add(paf, heat, scale, flipped, weight):
-                del accumulators[image_id]
-                people = decode_maps(acc.heat, acc.paf, image_hw, settings)
-                records.extend(decode.people_to_coco(people, image_id))
-                predicted.append(image_id)
-                if checkpoint is not None and len(predicted) % checkpoint_every == 0:
-                    checkpoint(list(records), list(predicted), time.perf_counter() - start)
-
-    loader = _Worker(load, "loader")
-    decoder = _Worker(decode_all, "decoder")
-    loader.start()
-    decoder.start()
-    network_seconds = 0.0
-    pending = []  # (image_id, image_hw, scale, flipped, input, weight of each model)
-
-    def flush():
-        nonlocal network_seconds
-        for m, model in enumerate(models):
-            members = [p for p in pending if p[5][m] > 0]
-            if not members:
-                continue
-            t0 = time.perf_counter()
-            paf, heat = run_network(model, np.stack([p[4] for p in members]))
-            network_seconds += time.perf_counter() - t0
-            for k, (image_id, image_hw, scale, flipped, _, w) in enumerate(members):
-                _put(outputs, (image_id, image_hw, paf[k], heat[k], scale, flipped, w[m]),
-                     decoder)
-        pending.clear()
-
-    bar = tqdm(total=len(order), desc="predict", unit="img", disable=not progress)
-    try:
-        while True:
-            item = _get(loaded, loader)
-            if item is _DONE:
-                break
-            bar.update(1)
-            if item[0] == "skip":
-                skipped.append((item[1], item[2]))
-                log.warning("skipped image %d: %s", item[1], item[2])
-                continue
-            _, image_id, image_hw, inputs = item
-            w = weights_of(image_id)
-            accumulators[image_id] = _Accumulator(image_hw, settings.resolution,
-                                                  len(inputs) * int((w > 0).sum()))
-            for scale, flipped, batch_input in inputs:
-                if pending and (pending[0][4].shape != batch_input.shape
-                                or len(pending) >= batch_size):
-                    flush()
-                pending.append((image_id, image_hw, scale, flipped, batch_input,
-                                w / len(inputs)))
-        if pending:
-            flush()
-        _put(outputs, _DONE, decoder)
-        decoder.join()
-        decoder.check()
-    finally:
-        bar.close()
-    loader.check()
+    order = _largest_first(images)
+    run = _SetPrediction(models, weights_of, image_dir, settings, batch_size, checkpoint,
+                         checkpoint_every)
+    run.run(order, progress)
+    records = run.records
     records.sort(key=lambda r: (r["image_id"], -r["score"]))
-    info = {"image_ids": sorted(predicted), "skipped": skipped,
-            "seconds": time.perf_counter() - start, "network_seconds": network_seconds}
+    info = {"image_ids": sorted(run.predicted), "skipped": run.skipped,
+            "seconds": time.perf_counter() - run.start, "network_seconds": run.network_seconds}
     return records, info
 
 
@@ -526,49 +567,11 @@ def _put(q, item, worker):
             worker.check()
 
 
-# ------------------------------------------------------------------------------ weights
-
-WEIGHT_FILE = re.compile(r"weights\.(\d{4,})\.h5$")
-
-
-def find_weights(effect="", weights=None, epoch=DEFAULT_EPOCH):
-    """(path, note) of the pose weights to use: `weights` when given, else the expert's
-    training/weights<effect>/weights.0100.h5, else its newest weights.NNNN.h5."""
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise UserError(f"weight file not found: {path}")
-        return path, "given with --weights"
-    folder = paths.expert_weights_dir(effect)
-    wanted = folder / f"weights.{epoch:04d}.h5"
-    if wanted.is_file():
-        return wanted, f"epoch {epoch} of the {paths.EFFECT_NAMES[effect]} expert"
-    found = sorted((int(m.group(1)), p) for p in folder.glob("weights.*.h5")
-                   if (m := WEIGHT_FILE.search(p.name)))
-    if found:
-        epoch_found, path = found[-1]
-        return path, (f"newest checkpoint (epoch {epoch_found}) of the "
-                      f"{paths.EFFECT_NAMES[effect]} expert; {wanted.name} does not exist")
-    raise UserError(
-        f"no weights for the {paths.EFFECT_NAMES[effect]} expert: tried {wanted} and "
-        f"{folder}/weights.NNNN.h5; train them with training/train_pose.py --effect "
-        f"'{effect}' or convert CMU's model with python -m model.convert_caffemodel "
-        f"--caffemodel pose_iter_440000.caffemodel --out {wanted}, or pass --weights FILE")
-
-
-def load_pose_model(config, weights_path):
-    """The Keras test model of `config` with the weights of `weights_path` (by layer name)."""
-    from model import network
-    return network.build_pose_model(config, training=False, weights=str(weights_path),
-                                    vgg19=None)
-
-
 # ------------------------------------------------------------------------------ demo output
 
 def people_json(people, frame, image_hw):
     """The demo's JSON of one frame: people with 18 CMU keypoints (x, y, score; zeros for
     missing parts) in image pixels, pixel centres at integers."""
-    from model.skeleton import CMU_PARTS
     return {"frame": int(frame), "width": int(image_hw[1]), "height": int(image_hw[0]),
             "parts": list(CMU_PARTS),
             "people": [{"score": round(float(p["score"]), 4), "num_parts": int(p["num_parts"]),

@@ -1,4 +1,4 @@
-"""The VGG-PAF network of CMU's COCO model (REFERENCE section 2), in Keras 3, by configuration.
+"""The VGG-PAF network of CMU's COCO model (docs/recipe.md section 2), in Keras 3, by configuration.
 
 One layer plan (`layer_plan(config)`) describes the network: the Keras builder, the Caffe
 deploy-prototxt writer (model.caffe) and the caffemodel converter all walk it, so the three
@@ -11,19 +11,23 @@ load by name. L1 is the PAF branch (38 channels), L2 the heatmap branch (19 chan
 Input: BGR images, float32 in 0..255, normalised inside the model as x/256 - 0.5 by a
 Rescaling layer (not a Lambda), so saved models load in Keras' safe mode. Output stride 8.
 
-Keras/TensorFlow are imported inside the functions that need them: the layer plan and the
-configurations are used by tools (prototxt writer, converter checks) that should not pay for
-importing TensorFlow.
+Keras (and with it TensorFlow) is imported inside the three functions that build or save
+models: the layer plan, the configurations and the weight-file readers are used by tools and
+modules (the prototxt writer, model.recipes, every script's flag parser) that must not pay
+seconds and hundreds of MB for importing TensorFlow.
 """
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from model import paths, skeleton
-from model.cli import UserError
+from model.domains import EFFECT_NAMES, NORMAL
+from model.errors import UserError
 from model.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -195,7 +199,7 @@ def output_layer_names(config="full", stage=None):
 
 
 def lr_multipliers(layer_name):
-    """(kernel, bias) learning-rate multipliers of a layer (REFERENCE section 3): backbone and
+    """(kernel, bias) learning-rate multipliers of a layer (docs/recipe.md section 3): backbone and
     stage 1 x1/x2, stages 2.. x4/x8."""
     if layer_name.startswith("Mconv") and "_stage1_" not in layer_name:
         return 4.0, 8.0
@@ -331,8 +335,6 @@ def _read_keras3(group):
 def read_weight_file(path):
     """{layer name: [arrays in the layer's weight order]} from a Keras 2 (legacy .h5, also a
     full-model save with a model_weights group) or Keras 3 (.weights.h5) weight file."""
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weight file not found: {path}")
@@ -399,7 +401,6 @@ def save_weights(model, path):
     """Write the model's weights atomically. A name ending in .weights.h5 gets Keras 3's
     format; any other name the Keras 2 layout (layer_names / weight_names attributes, what
     the public reproductions' weights.NNNN.h5 use). load_weights reads both by name."""
-    import h5py
     import keras
 
     path = Path(path)
@@ -425,6 +426,43 @@ def save_weights(model, path):
                     for name, var in zip(names, layer.weights):
                         group.create_dataset(name, data=np.asarray(var.numpy()))
     return path
+
+
+# ------------------------------------------------------------------------------------------
+# The experts' weight files
+
+DEFAULT_EPOCH = 100          # the epoch the fork evaluates
+WEIGHT_FILE = re.compile(r"weights\.(\d{4,})\.h5$")
+
+
+def find_weights(effect=NORMAL, weights=None, epoch=DEFAULT_EPOCH):
+    """(path, note) of the pose weights to use: `weights` when given, else the expert's
+    training/weights<effect>/weights.0100.h5, else its newest weights.NNNN.h5."""
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"weight file not found: {path}")
+        return path, "given with --weights"
+    folder = paths.expert_weights_dir(effect)
+    wanted = folder / f"weights.{epoch:04d}.h5"
+    if wanted.is_file():
+        return wanted, f"epoch {epoch} of the {EFFECT_NAMES[effect]} expert"
+    found = sorted((int(m.group(1)), p) for p in folder.glob("weights.*.h5")
+                   if (m := WEIGHT_FILE.search(p.name)))
+    if found:
+        epoch_found, path = found[-1]
+        return path, (f"newest checkpoint (epoch {epoch_found}) of the "
+                      f"{EFFECT_NAMES[effect]} expert; {wanted.name} does not exist")
+    raise UserError(
+        f"no weights for the {EFFECT_NAMES[effect]} expert: tried {wanted} and "
+        f"{folder}/weights.NNNN.h5; train them with training/train_pose.py --effect "
+        f"'{effect}' or convert CMU's model with python -m model.convert_caffemodel "
+        f"--caffemodel pose_iter_440000.caffemodel --out {wanted}, or pass --weights FILE")
+
+
+def load_pose_model(config, weights_path):
+    """The Keras test model of `config` with the weights of `weights_path` (by layer name)."""
+    return build_pose_model(config, training=False, weights=str(weights_path), vgg19=None)
 
 
 # ------------------------------------------------------------------------------------------

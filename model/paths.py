@@ -4,7 +4,7 @@ Scripts run from any working directory: nothing here depends on the current dire
 import os
 from pathlib import Path
 
-from model.domains import EFFECT_NAMES, EVAL_MODELS, EXPERT_EFFECTS, TEST_EFFECTS  # noqa: F401
+from model.domains import TEST_EFFECTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_DIR = REPO_ROOT / "dataset"
@@ -44,15 +44,6 @@ def hdf5_file(out_dir, split):
 
 def expert_weights_dir(effect):
     return REPO_ROOT / "training" / f"weights{effect}"
-
-
-def eval_run_dir(data_type, effect, num_images):
-    """Where one model's predictions and metrics on one evaluation set live.
-
-    The three experts, "_ensemble" (routed) and "_ensemble_fuse" share this layout:
-    keypoint results JSON, metrics CSV and the run's settings JSON inside."""
-    return EVAL_RESULTS_DIR / (f"{data_type}-{EFFECT_NAMES[effect]}-epoch100-open-pose-"
-                               f"single-scale-{num_images}")
 
 
 def keras_weight_dirs():

@@ -27,8 +27,16 @@ A batch is (inputs, targets):
              "stage{k}_L2": heatmap target * mask (B, S/8, S/8, 19)} for k = 1..num_stages,
 the names of the training model's outputs (each is the same array: every stage learns the
 same target).
+
+BatchStream reads a PoseBatches across epochs for the training loop: batch i of the run is
+batch i % P of data pass i // P (P = full batches per pass), so the whole sample stream of a
+run is a pure function of (seed, i) and a run resumed at iteration i continues it exactly.
 """
+import copy
 import math
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -37,16 +45,18 @@ import numpy as np
 
 from model.augment import (AugmentParams, center_transform, random_transform, transform_joints,
                            warp_image, warp_mask)
-from model.cli import UserError
+from model.domains import MOTION_BLUR, NORMAL
+from model.draw import draw_people
 from model.effects import PIXEL_EFFECTS
-from model.skeleton import NUM_HEATMAPS, NUM_PAFS
+from model.errors import UserError
+from model.hdf5 import Hdf5Samples
+from model.skeleton import LIMBS, NUM_HEATMAPS, NUM_PAFS, NUM_PARTS, PART_COLORS
 from model.targets import make_heatmaps, make_pafs, make_targets
 
 
 def open_samples(data):
-    """An HDF5 path -> model.coco_data.Hdf5Samples; a sequence of Samples is used as is."""
+    """An HDF5 path -> model.hdf5.Hdf5Samples; a sequence of Samples is used as is."""
     if isinstance(data, (str, Path)):
-        from model.coco_data import Hdf5Samples
         return Hdf5Samples(data)
     return data
 
@@ -64,7 +74,7 @@ def grid_mask(mask_miss, M, params, stride):
 class PoseBatches(keras.utils.PyDataset):
     """Batches of augmented samples and their masked targets; see the module docstring."""
 
-    def __init__(self, data, batch_size, effect="", num_stages=6, params=AugmentParams(),
+    def __init__(self, data, batch_size, effect=NORMAL, num_stages=6, params=AugmentParams(),
                  seed=0, augment=True, shuffle=True, workers=1, use_multiprocessing=False,
                  max_queue_size=10, stride=8, sigma=7.0, paf_thickness=1.0, epoch=0):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
@@ -184,8 +194,6 @@ def render_sample(item, stride=8):
       3. the 19 PAFs, each limb in its end part's colour with arrows along the field;
       4. the background channel (white = 1) and the mask (dark red = ignored).
     Maps are upsampled with cv2.resize (cell j lands at pixel j*stride + (stride-1)/2)."""
-    from model.draw import draw_people
-    from model.skeleton import LIMBS, NUM_PARTS, PART_COLORS
     image, mask, targets = item["image"], item["mask"], item["targets"]
     S = image.shape[0]
     up = lambda m: cv2.resize(m, (S, S), interpolation=cv2.INTER_LINEAR)
@@ -224,13 +232,12 @@ def render_sample(item, stride=8):
     return panel
 
 
-def measure_throughput(data, effect="_motion_blur", batch_size=10, num_batches=None, seed=0,
+def measure_throughput(data, effect=MOTION_BLUR, batch_size=10, num_batches=None, seed=0,
                        params=AugmentParams()):
     """Single-process speed of PoseBatches on `data` (HDF5 path or samples), OpenCV limited
     to one thread: samples per second of wall time and per second of this process's CPU
     time (= per core), and the CPU time per sample of each stage, measured in a second pass
     over the same samples."""
-    import time
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -273,3 +280,66 @@ def measure_throughput(data, effect="_motion_blur", batch_size=10, num_batches=N
             "samples_per_s": samples / wall, "samples_per_cpu_s": samples / cpu,
             "stage_cpu_ms_per_sample": per_sample_ms,
             "other_cpu_ms_per_sample": 1e3 * cpu / samples - sum(per_sample_ms.values())}
+
+
+class BatchStream:
+    """Batch i of the run = batch i % P of data pass i // P (P = full batches per pass), read
+    ahead by `workers` threads (cv2 and h5py release the GIL). A batch depends on nothing
+    but (seed, i), whatever the workers. Partial batches are never used, so every step has
+    the same batch size (Caffe's normalisation) and one traced graph."""
+
+    def __init__(self, batches, workers=1, prefetch=None):
+        self.batches = batches
+        self.per_pass = len(batches.samples) // batches.batch_size
+        if self.per_pass < 1:
+            raise UserError(f"batch size {batches.batch_size} is larger than the data "
+                            f"({len(batches.samples)} samples)")
+        self.workers = max(0, int(workers))
+        self.prefetch = prefetch or max(2, 2 * self.workers)
+        self._views = {}
+        self._pool = ThreadPoolExecutor(self.workers) if self.workers else None
+        self._pending = deque()
+
+    def _view(self, data_pass):
+        view = self._views.get(data_pass)
+        if view is None:
+            # A shallow copy shares the opened samples; set_epoch gives it its own order.
+            view = copy.copy(self.batches)
+            view.set_epoch(data_pass)
+            self._views = {p: v for p, v in self._views.items() if p >= data_pass - 1}
+            self._views[data_pass] = view
+        return view
+
+    def get(self, i):
+        data_pass, index = divmod(int(i), self.per_pass)
+        return self._view(data_pass)[index]
+
+    def iterate(self, start, stop):
+        """Yield (i, batch) for i in [start, stop)."""
+        if self._pool is None:
+            for i in range(start, stop):
+                yield i, self.get(i)
+            return
+        self._pending.clear()
+        nxt = start
+        try:
+            while nxt < stop and len(self._pending) < self.prefetch:
+                # Views are made in this thread: set_epoch is not thread-safe.
+                self._view(nxt // self.per_pass)
+                self._pending.append((nxt, self._pool.submit(self.get, nxt)))
+                nxt += 1
+            while self._pending:
+                i, future = self._pending.popleft()
+                if nxt < stop:
+                    self._view(nxt // self.per_pass)
+                    self._pending.append((nxt, self._pool.submit(self.get, nxt)))
+                    nxt += 1
+                yield i, future.result()
+        finally:
+            for _, future in self._pending:
+                future.cancel()
+            self._pending.clear()
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,6 +1,8 @@
 """Figures of the project. Each function draws one figure into a PNG (matplotlib, Agg backend,
-no window) and writes it atomically; matplotlib is imported inside so importing this module
-costs nothing."""
+no window) and writes it atomically; matplotlib is imported inside _figure so that importing
+this module (every reporting module does) neither loads matplotlib nor picks its backend."""
+import numpy as np
+
 from model.files import atomic_path
 
 
@@ -64,14 +66,13 @@ def plot_risk_coverage(path, panels, title=""):
 
 
 # ------------------------------------------------------------------ experiment summary figures
-# (model.summary): the AP table, training curves and example predictions.
+# (model.report): the AP table, training curves and example predictions.
 
 def plot_ap_heatmap(path, panels, row_labels, col_labels, title=""):
     """Annotated AP heatmaps side by side on one colour scale.
 
     panels: {panel title: (rows, cols) array-like of AP, NaN where there is no number};
     a NaN cell is drawn grey and labelled n/a, never coloured as a value."""
-    import numpy as np
     plt, fig, axes = _figure(1, max(1, len(panels)), size=(1.1 * len(col_labels) + 2.2,
                                                            0.6 * len(row_labels) + 1.6))
     values = [np.asarray(m, np.float64) for m in panels.values()]

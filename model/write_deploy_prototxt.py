@@ -13,7 +13,8 @@ import logging
 from pathlib import Path
 
 from model import caffe, network
-from model.cli import UserError, main_guard
+from model.cli import main_guard
+from model.errors import UserError
 
 
 def parse_args(argv=None):

@@ -11,6 +11,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 
+from model.synthetic import generate_dataset  # noqa: E402  (after the environment above)
+
 SYNTHETIC_TRAIN, SYNTHETIC_VAL, SYNTHETIC_SEED = 24, 16, 0
 
 
@@ -24,7 +26,6 @@ def synthetic_coco(tmp_path_factory):
     num_keypoints=0 and occluded keypoints (see model.synthetic._scene_plan).
     Shared by every test of the session: treat it as read-only, copy it
     (shutil.copytree) before writing anything under it."""
-    from model.synthetic import generate_dataset
     root = tmp_path_factory.mktemp("synthetic_coco")
     generate_dataset(root, num_train=SYNTHETIC_TRAIN, num_val=SYNTHETIC_VAL,
                      seed=SYNTHETIC_SEED, workers=1, progress=False)

@@ -8,7 +8,7 @@ import pytest
 from model.augment import (AugmentParams, augment, center_crop, center_transform,
                            crop_transform, random_transform, transform_joints, transform_sample,
                            transform_scale)
-from model.coco_data import Sample
+from model.hdf5 import Sample
 from model.skeleton import CMU_PARTS, FLIP_CMU, NUM_PARTS
 
 TEMPLATE = np.array([

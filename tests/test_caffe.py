@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from model import caffe, network, paths
-from model.cli import UserError
+from model.errors import UserError
 
 TINY = network.PoseConfig("tiny", num_stages=2, width=1 / 32, input_size=32, stage_kernel=3)
 

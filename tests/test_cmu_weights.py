@@ -10,8 +10,8 @@ import subprocess
 
 import numpy as np
 import pytest
+from http_server import Server
 from test_caffe import random_caffe_layers
-from test_download import Server
 
 from model import caffe, cmu_weights, network, paths
 from model.errors import UserError

@@ -1,4 +1,4 @@
-"""The decoder: parity with a literal transcription of REFERENCE section 6, its rules on
+"""The decoder: parity with a literal transcription of docs/recipe.md section 6, its rules on
 hand-made cases, the coordinate convention, the resolution step and flips.
 
 `literal_decode` below is the slow reference: one Python step per pixel test, candidate pair,
@@ -8,6 +8,7 @@ this file to time both in the same run.
 """
 import math
 
+import cv2
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -21,6 +22,26 @@ from model.skeleton import COCO_TO_CMU, LIMBS, NUM_PARTS
 def literal_decode(heatmaps, pafs, thre1=0.1, thre2=0.05, mid_num=10, min_parts=4,
                    min_mean_score=0.4):
     """Section 6, literally. Returns people as decode_poses does."""
+    all_peaks = literal_peaks(heatmaps, thre1)
+    candidate = [p for peaks in all_peaks for p in peaks]
+    height = heatmaps.shape[0]
+    connection_all = literal_connections(all_peaks, pafs, height, thre2, mid_num)
+    rows = literal_assembly(connection_all, candidate)
+    people = []
+    for slots, total, count in rows:
+        if count < min_parts or total / count < min_mean_score:
+            continue
+        keypoints = np.zeros((NUM_PARTS, 3))
+        for p, pid in enumerate(slots):
+            if pid != -1:
+                x, y, s, _ = candidate[pid]
+                keypoints[p] = (x, y, max(s, 1e-6))
+        people.append({"keypoints": keypoints, "score": total, "num_parts": count})
+    return people
+
+
+def literal_peaks(heatmaps, thre1):
+    """Per part: [(x, y, score, peak id)], ids running part by part."""
     all_peaks, counter = [], 0
     for part in range(NUM_PARTS):
         ori = heatmaps[:, :, part]
@@ -41,9 +62,11 @@ def literal_decode(heatmaps, pafs, thre1=0.1, thre2=0.05, mid_num=10, min_parts=
             peaks.append((int(x), int(y), float(ori[y, x]), counter))
             counter += 1
         all_peaks.append(peaks)
-    candidate = [p for peaks in all_peaks for p in peaks]
+    return all_peaks
 
-    height = heatmaps.shape[0]
+
+def literal_connections(all_peaks, pafs, height, thre2, mid_num):
+    """Per limb: the greedily matched [(peak id a, peak id b, limb score)]."""
     connection_all = []
     for k, (pa, pb) in enumerate(LIMBS):
         cand_a, cand_b = all_peaks[pa], all_peaks[pb]
@@ -78,7 +101,11 @@ def literal_decode(heatmaps, pafs, thre1=0.1, thre2=0.05, mid_num=10, min_parts=
             if len(connections) >= min(len(cand_a), len(cand_b)):
                 break
         connection_all.append(connections)
+    return connection_all
 
+
+def literal_assembly(connection_all, candidate):
+    """[slots (18 peak ids or -1), total score, part count] of every person."""
     rows = []  # [slots (18 peak ids or -1), total score, part count]
     for k, (pa, pb) in enumerate(LIMBS):
         redundant = {int(pa), int(pb)} in ({2, 16}, {5, 17})
@@ -112,18 +139,7 @@ def literal_decode(heatmaps, pafs, thre1=0.1, thre2=0.05, mid_num=10, min_parts=
                 slots = [-1] * NUM_PARTS
                 slots[pa], slots[pb] = id_a, id_b
                 rows.append([slots, candidate[id_a][2] + candidate[id_b][2] + score, 2])
-
-    people = []
-    for slots, total, count in rows:
-        if count < min_parts or total / count < min_mean_score:
-            continue
-        keypoints = np.zeros((NUM_PARTS, 3))
-        for p, pid in enumerate(slots):
-            if pid != -1:
-                x, y, s, _ = candidate[pid]
-                keypoints[p] = (x, y, max(s, 1e-6))
-        people.append({"keypoints": keypoints, "score": total, "num_parts": count})
-    return people
+    return rows
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -443,7 +459,6 @@ def test_limb_score_distance_prior_and_sample_fraction():
 
 def test_resolution_step_matches_the_reference_three_step_resize():
     """Upsample x8, crop the padding, resize to the image (the reference) == one resize."""
-    import cv2
     rng = np.random.default_rng(5)
     h, w, scale = 301, 397, 0.75
     hs, ws = round(h * scale), round(w * scale)

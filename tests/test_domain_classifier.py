@@ -1,7 +1,7 @@
 """The domain classifier (train_domain_classifier/): model, data, train/validate/ensemble CLIs.
 
 The CLI tests use the session's synthetic mini-COCO (copied) with evaluation sets made by
-model.coco_data.make_domain_datasets; the learning test draws its own 60 images with the
+model.evalsets.make_domain_datasets; the learning test draws its own 60 images with the
 synthetic generator (the demo's kind of image); a few unit tests use small textured images
 made here (cheaper, and file names can be chosen freely). Scripts run as subprocesses, the
 package is imported directly."""
@@ -23,11 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model import coco_data, paths
-from model.cli import UserError
+from model import evalsets, paths
+from model.domains import DARK, MOTION_BLUR, NORMAL
 from model.effects import darken, motion_blur
+from model.errors import UserError
+from model.synthetic import generate_dataset
+from model.torch_compat import torchvision
 from train_domain_classifier import data, engine, inference, runs, trainer
-from train_domain_classifier.network import build_classifier, load_model_state
+from train_domain_classifier.network import (DomainClassifier, build_classifier,
+                                            load_model_state)
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "train_domain_classifier"
@@ -103,7 +107,7 @@ def coco(synthetic_coco, tmp_path_factory):
     of 5 held-out val2014 images; the _dark set lists one more, undecodable, image."""
     root = tmp_path_factory.mktemp("coco") / "coco"
     shutil.copytree(synthetic_coco, root)
-    coco_data.make_domain_datasets(root, num=5, seed=0)
+    evalsets.make_domain_datasets(root, num=5, seed=0)
     ann_path = paths.annotation_file(root, "val2014_random1k_dark")
     ann = json.loads(ann_path.read_text())
     ann["images"].append({"id": 2999999, "file_name": "COCO_val2014_000002999999.jpg",
@@ -160,7 +164,6 @@ def test_model_returns_logits_and_loss_reaches_zero_on_a_separable_batch():
 
 
 def test_imagenet_weights_from_torch_home_or_path(tmp_path, monkeypatch, caplog):
-    from model.torch_compat import torchvision
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
     with caplog.at_level(logging.WARNING, logger="domain_classifier"):
@@ -219,7 +222,7 @@ def test_image_ids_come_from_the_annotation_file(tmp_path):
     resized = results
     results, _ = inference.predict_eval_set(model, crop_state, tmp_path, "val2014_random1k")
     assert results[3]["effect_prob"] != pytest.approx(resized[3]["effect_prob"], abs=1e-5)
-    x = data.normalise(torch.from_numpy(data.prepare_image(cv2.imread(refs[3].path), "", 56)
+    x = data.normalise(torch.from_numpy(data.prepare_image(cv2.imread(refs[3].path), NORMAL, 56)
                                         ).permute(2, 0, 1))
     with torch.no_grad():
         p = torch.softmax(model(x[None]), 1)[0].tolist()
@@ -228,7 +231,7 @@ def test_image_ids_come_from_the_annotation_file(tmp_path):
 
 def test_effect_is_applied_at_full_resolution_before_resizing():
     image = _texture(np.random.default_rng(5), 320, 240)
-    blurred = data.prepare_image(image, "_motion_blur", 64)
+    blurred = data.prepare_image(image, MOTION_BLUR, 64)
     expected = cv2.cvtColor(cv2.resize(motion_blur(image), (64, 64),
                                        interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
     assert np.array_equal(blurred, expected)
@@ -236,7 +239,7 @@ def test_effect_is_applied_at_full_resolution_before_resizing():
                                                           interpolation=cv2.INTER_AREA)),
                                    cv2.COLOR_BGR2RGB)
     assert np.abs(blurred.astype(int) - small_then_blur).mean() > 2
-    dark = data.prepare_image(image, "_dark", 64)
+    dark = data.prepare_image(image, DARK, 64)
     assert np.array_equal(dark, cv2.cvtColor(cv2.resize(darken(image), (64, 64),
                                              interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
 
@@ -254,7 +257,7 @@ def test_cache_balanced_classes_and_undecodable_images(tmp_path, caplog):
     assert data.open_cache(refs, 40, tmp_path / "cache")[0] == npy and npy.stat().st_mtime_ns == stamp
     cached = np.load(npy)
     assert cached.shape == (3, 3, 40, 40, 3)
-    assert np.array_equal(cached[0, 1], data.prepare_image(cv2.imread(refs[0].path), "_dark", 40))
+    assert np.array_equal(cached[0, 1], data.prepare_image(cv2.imread(refs[0].path), DARK, 40))
     rows = np.flatnonzero(ok)
     train_ds = data.EffectDataset(npy, rows, 32, train=True)
     assert np.bincount(train_ds.labels()).tolist() == [2, 2, 2]
@@ -323,7 +326,6 @@ def test_light_backbone_learns_the_three_effects(tmp_path):
     whole-image resize confuses with the motion blur), validated on 60 samples (20 other
     images x 3 effects) seen whole at 128 px: chance is 33 %, 90 % cannot be reached by
     guessing. (This run measured 100 % at epoch 12; the same run in resize mode 88 %.)"""
-    from model.synthetic import generate_dataset
     root = tmp_path / "coco"
     generate_dataset(root, num_train=60, num_val=0, seed=5, workers=1, progress=False)
     given = {"coco_root": root, "log_dir": tmp_path / "log", "arch": "resnet18",
@@ -417,6 +419,18 @@ def test_resume_rejects_another_architecture(tiny_run):
     assert config["epochs"] == 9 and config["arch"] == "tiny" and path.name == "model_0004.pth"
 
 
+def test_flags_left_out_take_the_forks_recipe(tmp_path):
+    config, state, path = trainer.resolve_config({"log_dir": tmp_path})
+    assert state is None and path is None
+    assert {k: config[k] for k in ("arch", "input_size", "input_mode", "batch_size", "lr",
+                                   "weight_decay", "milestones", "gamma", "val_fraction",
+                                   "epochs")} == \
+        {"arch": "resnet50", "input_size": 112, "input_mode": "resize", "batch_size": 32,
+         "lr": 1e-3, "weight_decay": 1e-4, "milestones": [30, 60], "gamma": 0.1,
+         "val_fraction": 0.1, "epochs": 100}
+    assert config["view_size"] == 112 and config["seed"] == 0
+
+
 def test_run_folders_and_checkpoint_pruning(tmp_path):
     first, second = runs.new_run_dir(tmp_path), runs.new_run_dir(tmp_path)
     assert first != second and runs.run_dirs(tmp_path) == [first, second]
@@ -482,7 +496,6 @@ def test_checkpoint_errors_are_one_clear_line(tiny_run, tmp_path):
                                         "asks for resnet18"):
         inference.load_classifier(tiny_run, None, arch="resnet18")
     state = runs.load_checkpoint(runs.checkpoint_path(tiny_run, 1))
-    from train_domain_classifier.network import DomainClassifier
     with pytest.raises(UserError, match="do not fit arch resnet18"):
         load_model_state(DomainClassifier("resnet18"), state["model"], "x.pth")
     with pytest.raises(UserError, match="no training run with checkpoints"):
@@ -506,13 +519,13 @@ def test_ensemble_writes_probabilities_with_annotation_ids(coco, tiny_run, tmp_p
     for data_type in paths.EVAL_DATATYPES:
         out, skipped = inference.predict_eval_set(model, state, coco, data_type)
         assert [r["image_id"] for r in out] == annotation_ids(coco, data_type)[:5]
-        assert skipped == (1 if data_type.endswith("_dark") else 0)
+        assert skipped == (1 if data_type.endswith(DARK) else 0)
         dist = inference.distribution(out)
         assert dist["images"] == 5 and sum(dist["counts"].values()) == 5
     # the probabilities are the network's softmax on the prepared image
     name = paths.image_file_name("val2014_random1k_dark", expected_ids[1])
     image = cv2.imread(str(paths.image_dir(coco, "val2014_random1k_dark") / name))
-    x = data.normalise(torch.from_numpy(data.prepare_image(image, "", 48)).permute(2, 0, 1))
+    x = data.normalise(torch.from_numpy(data.prepare_image(image, NORMAL, 48)).permute(2, 0, 1))
     with torch.no_grad():
         p = torch.softmax(model(x[None]), 1)[0].tolist()
     assert results[1]["effect_prob"] == pytest.approx(p, abs=1e-5)

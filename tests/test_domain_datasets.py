@@ -12,7 +12,10 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from model import coco_data, effects, paths
+from model import effects, paths
+from model.coco import held_out_val_image_ids, load_coco_annotations, train_image_ids
+from model.evalsets import eval_pool_image_ids, make_domain_datasets
+from model.hdf5 import Hdf5Samples, generate_hdf5
 
 SCRIPT = paths.REPO_ROOT / "dataset" / "make_domain_datasets.py"
 
@@ -29,31 +32,31 @@ def load(root, data_type):
 
 
 def test_sample_never_intersects_training_images(coco_root, tmp_path):
-    result = coco_data.make_domain_datasets(coco_root, num=5, seed=0)
+    result = make_domain_datasets(coco_root, num=5, seed=0)
     ids = result["image_ids"]
     assert len(ids) == 5 and len(set(ids)) == 5
-    val = coco_data.load_coco_annotations(paths.annotation_file(coco_root, "val2014"))
-    held = coco_data.held_out_val_image_ids(val)
+    val = load_coco_annotations(paths.annotation_file(coco_root, "val2014"))
+    held = held_out_val_image_ids(val)
     assert set(ids) <= set(held)
     # what the HDF5 step really put into training
-    reports = coco_data.generate_hdf5(coco_root, tmp_path, workers=1)
-    with coco_data.Hdf5Samples(paths.hdf5_file(tmp_path, "train")) as train:
+    reports = generate_hdf5(coco_root, tmp_path, workers=1)
+    with Hdf5Samples(paths.hdf5_file(tmp_path, "train")) as train:
         trained = set(train.image_ids.tolist())
     assert reports["train"]["samples"] > 0 and trained
     assert not trained & set(ids)
     # and every image the HDF5 step may plan for training, samples or not
-    train = coco_data.load_coco_annotations(paths.annotation_file(coco_root, "train2014"))
-    candidates = {i for _, i in coco_data.train_image_ids(train, val)}
+    train = load_coco_annotations(paths.annotation_file(coco_root, "train2014"))
+    candidates = {i for _, i in train_image_ids(train, val)}
     assert not candidates & set(ids)
     # the pool: held-out images with at least one labelled person
-    pool = coco_data.eval_pool_image_ids(val)
+    pool = eval_pool_image_ids(val)
     assert set(ids) <= set(pool) and set(pool) <= set(held)
     for image_id in pool:
         assert any(a["num_keypoints"] > 0 and not a["iscrowd"] for a in val.anns[image_id])
 
 
 def test_every_set_holds_the_same_images_with_the_effect(coco_root):
-    result = coco_data.make_domain_datasets(coco_root, num=5, seed=0)
+    result = make_domain_datasets(coco_root, num=5, seed=0)
     ids = result["image_ids"]
     src_dir = paths.image_dir(coco_root, "val2014")
     base = load(coco_root, "val2014_random1k")
@@ -88,7 +91,7 @@ def test_every_set_holds_the_same_images_with_the_effect(coco_root):
 
 
 def test_resolution_set_scores_ap_1_against_itself(coco_root):
-    coco_data.make_domain_datasets(coco_root, num=5, seed=0)
+    make_domain_datasets(coco_root, num=5, seed=0)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(paths.annotation_file(coco_root, "val2014_random1k_resolution")))
         results = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"],
@@ -102,11 +105,11 @@ def test_resolution_set_scores_ap_1_against_itself(coco_root):
 
 
 def test_seeded_resumable_and_stale_images_removed(coco_root):
-    first = coco_data.make_domain_datasets(coco_root, num=4, seed=3)
-    again = coco_data.make_domain_datasets(coco_root, num=4, seed=3)
+    first = make_domain_datasets(coco_root, num=4, seed=3)
+    again = make_domain_datasets(coco_root, num=4, seed=3)
     assert again["image_ids"] == first["image_ids"]
     assert set(again["sets"].values()) == {"kept"}
-    other = coco_data.make_domain_datasets(coco_root, num=4, seed=4)
+    other = make_domain_datasets(coco_root, num=4, seed=4)
     assert other["image_ids"] != first["image_ids"]
     assert set(other["sets"].values()) == {"written"}
     for data_type in paths.EVAL_DATATYPES:
@@ -116,7 +119,7 @@ def test_seeded_resumable_and_stale_images_removed(coco_root):
 
 
 def test_overwrite_rewrites_a_set_after_val2014_changed(coco_root):
-    first = coco_data.make_domain_datasets(coco_root, num=2, seed=5, effects=[""])
+    first = make_domain_datasets(coco_root, num=2, seed=5, effects=[""])
     name = paths.image_file_name("val2014", first["image_ids"][0])
     source = paths.image_dir(coco_root, "val2014") / name
     annotations = paths.annotation_file(coco_root, "val2014")
@@ -124,17 +127,17 @@ def test_overwrite_rewrites_a_set_after_val2014_changed(coco_root):
     try:
         inverted = 255 - cv2.imdecode(np.frombuffer(original, np.uint8), cv2.IMREAD_COLOR)
         cv2.imwrite(str(source), inverted)                    # as if val2014 were regenerated
-        kept = coco_data.make_domain_datasets(coco_root, num=2, seed=5, effects=[""])
+        kept = make_domain_datasets(coco_root, num=2, seed=5, effects=[""])
         copy = paths.image_dir(coco_root, paths.EVAL_BASE) / name
         assert kept["sets"] == {paths.EVAL_BASE: "kept"} and copy.read_bytes() == original
-        redone = coco_data.make_domain_datasets(coco_root, num=2, seed=5, effects=[""],
+        redone = make_domain_datasets(coco_root, num=2, seed=5, effects=[""],
                                                 overwrite=True)
         assert redone["sets"] == {paths.EVAL_BASE: "written"}
         assert copy.read_bytes() == source.read_bytes()
         # New val2014 annotations (a regenerated set) rewrite the set without being asked.
         source.write_bytes(original)
         annotations.write_text(annotations.read_text() + "\n")
-        again = coco_data.make_domain_datasets(coco_root, num=2, seed=5, effects=[""])
+        again = make_domain_datasets(coco_root, num=2, seed=5, effects=[""])
         assert again["sets"] == {paths.EVAL_BASE: "written"} and copy.read_bytes() == original
     finally:
         source.write_bytes(original)
@@ -144,8 +147,8 @@ def test_overwrite_rewrites_a_set_after_val2014_changed(coco_root):
 def test_bad_image_in_pool_is_skipped_and_num_beyond_pool_takes_pool(synthetic_coco, tmp_path):
     root = tmp_path / "coco"
     shutil.copytree(synthetic_coco, root)
-    val = coco_data.load_coco_annotations(paths.annotation_file(root, "val2014"))
-    pool = coco_data.eval_pool_image_ids(val)
+    val = load_coco_annotations(paths.annotation_file(root, "val2014"))
+    pool = eval_pool_image_ids(val)
     folder = paths.image_dir(root, "val2014")
     (folder / paths.image_file_name("val2014", pool[0])).unlink()
     broken = folder / paths.image_file_name("val2014", pool[1])

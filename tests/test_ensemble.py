@@ -5,13 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from model import ensemble as ens
-from model import uncertainty as unc
-from model.cli import UserError
-from model.paths import EXPERT_EFFECTS, annotation_file
+from model import inference, network
+from model.errors import UserError
+from model.domains import EXPERT_EFFECTS
+from model.paths import annotation_file, image_dir, image_file_name
+from model.runs import RunLayout
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_TYPE = "val2014_random1k_dark"
@@ -33,7 +36,6 @@ def test_routing_picks_the_argmax_expert():
 @pytest.fixture(scope="module")
 def small_experts():
     """Three random-init networks of the small configuration (different seeds)."""
-    from model import network
     return [network.build_pose_model("small", vgg19=None, seed=s) for s in range(3)]
 
 
@@ -41,9 +43,7 @@ def test_fused_set_weights_each_image_by_its_own_probabilities(small_experts, tm
                                                                monkeypatch):
     """predict_dataset with per-image weights (the fused ensemble) gives each image the
     weighted mean of the experts' maps, and runs an expert only on images it weighs."""
-    import cv2
 
-    from model import inference
     rng = np.random.default_rng(0)
     probs = {1: [0.0, 1.0, 0.0], 2: [0.5, 0.3, 0.2], 3: [0.02, 0.9, 0.08], 4: [1.0, 0.0, 0.0]}
     weights = {i: ens.fusion_weights(p, skip_below=0.05) for i, p in probs.items()}
@@ -160,7 +160,7 @@ def write_scene(tmp_path, probs=None, skip_effect=None):
     results = tmp_path / "results"
     for e in EXPERT_EFFECTS:
         if e != skip_effect:
-            out = unc.results_file(results, DATA_TYPE, e, N)
+            out = RunLayout(results).results_file(DATA_TYPE, e, N)
             out.parent.mkdir(parents=True)
             out.write_text(json.dumps(preds[e]))
     if probs is None:   # the classifier says: dark on odd images, normal on even ones
@@ -182,7 +182,7 @@ def test_route_cli_writes_where_the_evaluation_reads(tmp_path):
     r = run_cli("--coco_dataType", DATA_TYPE, "--results_dir", results, "--coco_root",
                 coco_root, "--domain_results", domain)
     assert r.returncode == 0, r.stderr
-    out = unc.results_file(results, DATA_TYPE, "_ensemble", N)
+    out = RunLayout(results).results_file(DATA_TYPE, "_ensemble", N)
     routed = json.loads(out.read_text())
     assert len(routed) == 9
     report = json.loads((out.parent / "ensemble_report.json").read_text())
@@ -205,7 +205,7 @@ def test_route_bad_inputs(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert "no entry for image id 503" in r.stderr
     assert "train_domain_classifier/ensemble.py --coco_dataType " + DATA_TYPE in r.stderr
-    assert not unc.results_file(results, DATA_TYPE, "_ensemble", N).exists()
+    assert not RunLayout(results).results_file(DATA_TYPE, "_ensemble", N).exists()
     with pytest.raises(UserError, match="domain probabilities not found"):
         ens.run("route", DATA_TYPE, results, coco_root, tmp_path / "missing.json")
 
@@ -219,10 +219,7 @@ def test_route_bad_inputs(tmp_path):
 
 
 def test_fuse_cli_runs_the_three_networks(tmp_path, small_experts):
-    import cv2
 
-    from model import network
-    from model.paths import image_dir, image_file_name
     coco_root, results, domain = write_scene(tmp_path)
     folder = image_dir(coco_root, DATA_TYPE)
     folder.mkdir(parents=True)
@@ -239,7 +236,7 @@ def test_fuse_cli_runs_the_three_networks(tmp_path, small_experts):
                 "--coco_root", coco_root, "--domain_results", domain, "--config", "small",
                 "--weights", *weights, "--skip_below", "0.15")
     assert r.returncode == 0, r.stderr
-    out = unc.results_file(results, DATA_TYPE, "_ensemble_fuse", N)
+    out = RunLayout(results).results_file(DATA_TYPE, "_ensemble_fuse", N)
     assert isinstance(json.loads(out.read_text()), list)
     report = json.loads((out.parent / "ensemble_report.json").read_text())
     # normal 0.7 / dark 0.2 on even images, dark 0.8 alone on odd ones (0.1 < skip_below)

@@ -1,5 +1,7 @@
 """End to end: run_experiment.py on a tiny synthetic set runs every stage, writes every output
-in a form the next stage and a reader can parse, and a rerun skips every finished step."""
+in a form the next stage and a reader can parse, and a rerun skips every finished step. Then
+the step runner's rules, and the defaults the runner takes from the recipe of --config."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -7,8 +9,11 @@ import sys
 import cv2
 import pytest
 
-from model import evaluation, paths
-from model.evaluation import METRICS_CSV, RESULTS_JSON, run_folder
+from model import domains, paths, steps
+from model.errors import UserError
+from model.experiment import Runner, Step
+from model.recipes import RECIPES
+from model.runs import METRICS_CSV, RESULTS_JSON, read_metrics, run_folder
 
 TINY = ["--num_train", "16", "--num_val", "16", "--pose_epochs", "1", "--finetune_epochs", "1",
         "--pose_steps", "2", "--pose_batch", "4", "--classifier_epochs", "1",
@@ -28,16 +33,16 @@ def test_the_runner_writes_every_output_and_resumes(tmp_path):
     log = run(tmp_path)
     out, coco = tmp_path / "out", tmp_path / "coco"
     assert "step 'synthetic_coco'" not in log            # no failure line
-    for effect in paths.EXPERT_EFFECTS:
+    for effect in domains.EXPERT_EFFECTS:
         assert (out / f"weights{effect}" / "weights.0001.h5").is_file()
     for data_type in paths.EVAL_DATATYPES:
         num = len(json.loads(paths.annotation_file(coco, data_type).read_text())["images"])
         assert num > 0
         probs = json.loads((out / "domain_results" / f"{data_type}.json").read_text())
         assert len(probs) == num and all(len(p["effect_prob"]) == 3 for p in probs)
-        for effect in paths.EVAL_MODELS:
+        for effect in domains.EVAL_MODELS:
             folder = run_folder(out / "eval_results", data_type, effect, num)
-            metrics = evaluation.read_metrics(folder / METRICS_CSV)
+            metrics = read_metrics(folder / METRICS_CSV)
             assert 0.0 <= metrics[("all", "AP")] <= 1.0
             assert isinstance(json.loads((folder / RESULTS_JSON).read_text()), list)
         stem = f"{data_type}-three-model-epoch100-open-pose-single-scale-{num}"
@@ -64,7 +69,6 @@ def test_the_runner_writes_every_output_and_resumes(tmp_path):
 def counting_step(folder, name, stamp="", redo=()):
     """A step that appends a line with its extra arguments to <name>.txt each time it runs,
     and fails while <name>.fail exists."""
-    from model.experiment import Step
     out, fail = folder / f"{name}.txt", folder / f"{name}.fail"
     code = (f"import pathlib, sys; p = pathlib.Path({str(out)!r}); "
             f"p.write_text((p.read_text() if p.exists() else '') + ' '.join(sys.argv[1:]) + '\\n'); "
@@ -79,8 +83,6 @@ def runs_of(folder, name):
 
 
 def test_a_rerun_redoes_a_changed_step_and_everything_after_it(tmp_path):
-    from model.experiment import Runner
-
     def step(name, stamp=""):
         return counting_step(tmp_path, name, stamp)
 
@@ -98,9 +100,6 @@ def test_a_rerun_redoes_a_changed_step_and_everything_after_it(tmp_path):
 def test_a_step_that_reruns_after_it_finished_gets_its_redo_flags(tmp_path):
     """A first run resumes whatever the script finds; a rerun of a finished step redoes its
     work, and stays a redo after an interruption, as do the steps after it."""
-    from model.cli import UserError
-    from model.experiment import Runner
-
     steps = [counting_step(tmp_path, n, redo=["--redo"]) for n in "abc"]
     Runner(tmp_path / "steps").run_all(steps)
     assert [runs_of(tmp_path, n) for n in "abc"] == [[""], [""], [""]]
@@ -121,7 +120,6 @@ def test_a_step_that_reruns_after_it_finished_gets_its_redo_flags(tmp_path):
 
 
 def test_the_runner_says_why_a_step_runs(tmp_path):
-    from model.experiment import Runner
     a, b = counting_step(tmp_path, "a"), counting_step(tmp_path, "b")
     assert Runner(tmp_path / "steps").reason_to_run(a) == "not run before"
     Runner(tmp_path / "steps").run_all([a, b])
@@ -145,3 +143,51 @@ def test_the_runner_says_why_a_step_runs(tmp_path):
     runner = Runner(tmp_path / "steps")
     runner.run(counting_step(tmp_path, "a", "v3"))
     assert runner.reason_to_run(b) == "an earlier step ran after it"
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+def load_runner_script():
+    """run_experiment.py as a module (a script, so it is loaded from its file)."""
+    spec = importlib.util.spec_from_file_location("run_experiment",
+                                                  paths.REPO_ROOT / "run_experiment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("config", sorted(RECIPES))
+def test_flags_left_out_take_the_recipe_of_the_config(config):
+    recipe, c = RECIPES[config], RECIPES[config].classifier
+    a = load_runner_script().parse_args(["--config", config])
+    assert (a.classifier_arch, a.classifier_epochs, a.classifier_input_size,
+            a.classifier_input_mode, a.classifier_val_fraction) == \
+        (c.arch, c.epochs, c.input_size, c.input_mode, c.val_fraction)
+    assert [int(m) for m in a.classifier_milestones.split()] == list(c.milestones)
+    assert (a.scale_mode, (a.scale_search,)) == (recipe.eval_scale_mode, recipe.eval_scale_search)
+
+
+def test_flags_given_win_and_unknown_configs_are_refused():
+    script = load_runner_script()
+    a = script.parse_args(["--config", "full", "--classifier_arch", "tiny",
+                           "--classifier_milestones", "2 4", "--scale_search", "2"])
+    assert (a.classifier_arch, a.classifier_milestones, a.scale_search) == ("tiny", "2 4", 2.0)
+    assert a.classifier_epochs == RECIPES["full"].classifier.epochs
+    with pytest.raises(UserError, match="unknown configuration 'medium'"):
+        script.parse_args(["--config", "medium"])
+
+
+def test_the_demo_trains_the_classifier_with_the_small_recipe(tmp_path):
+    """The demo's classifier command line, spelled out: the small recipe's classifier."""
+    script = load_runner_script()
+    a = script.parse_args(["--coco_root", str(tmp_path / "coco"), "--output_root",
+                           str(tmp_path / "out")])
+    d = steps.output_dirs(a)
+    found = {s.name: s for s in steps.training_steps(a, d, Runner(tmp_path / "markers"))}
+    command = [str(x) for x in found["train_classifier"].command[2:]]
+    assert command == ["--coco_root", str(tmp_path / "coco"), "--arch", "resnet18",
+                       "--epochs", "12", "--input_size", "64", "--milestones", "9",
+                       "--seed", "0", "--log_dir", str(tmp_path / "out" / "classifier_log"),
+                       "--input_mode", "crop", "--val_fraction", "0.2", "--keep_last", "2"]
+    assert [s.name for s in steps.expert_steps(a, d)] == \
+        ["train_expert_normal", "train_expert_dark", "train_expert_motion_blur"]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from model import cli, files, paths, skeleton
+from model.errors import UserError
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
@@ -26,9 +27,9 @@ def test_write_csv_and_read_json_errors(tmp_path):
     files.write_csv(tmp_path / "t.csv", [[1, 2]], header=["a", "b"])
     assert (tmp_path / "t.csv").read_text().splitlines() == ["a,b", "1,2"]
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(cli.UserError, match="not valid JSON"):
+    with pytest.raises(UserError, match="not valid JSON"):
         files.read_json(tmp_path / "bad.json")
-    with pytest.raises(cli.UserError, match="not found"):
+    with pytest.raises(UserError, match="not found"):
         files.read_json(tmp_path / "missing.json")
 
 
@@ -44,7 +45,7 @@ def test_str2bool_rejects_garbage():
 
 
 def test_main_guard_prints_one_line(tmp_path):
-    code = ("from model.cli import main_guard, UserError\n"
+    code = ("from model.cli import main_guard\nfrom model.errors import UserError\n"
             "@main_guard\ndef main():\n    raise UserError('weights file not found: x.h5')\n"
             "main()\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -56,7 +57,7 @@ def test_main_guard_prints_one_line(tmp_path):
 def test_ensure_writable_dir_rejects_impossible_dir(tmp_path):
     # A regular file in the way fails for every user, root included (CI runs as root).
     (tmp_path / "file").write_text("x")
-    with pytest.raises(cli.UserError, match="cannot create output directory"):
+    with pytest.raises(UserError, match="cannot create output directory"):
         cli.ensure_writable_dir(tmp_path / "file" / "sub")
 
 

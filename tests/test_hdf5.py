@@ -11,8 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
-from model import coco_data, paths
-from model.cli import UserError
+from model import hdf5, paths
+from model.coco import (SOURCES, as_int, clean_annotation, finite_numbers, format_counts,
+                        held_out_val_image_ids, image_samples, load_coco_annotations,
+                        select_main_people)
+from model.errors import UserError
+from model.hdf5 import Hdf5Samples, Sample, generate_hdf5, summarize_hdf5
+from model.masks import generate_masks, make_masks, mask_files
 from model.skeleton import coco_to_cmu
 
 SCRIPT = paths.REPO_ROOT / "training" / "generate_hdf5_coco2014.py"
@@ -82,7 +87,7 @@ def write_coco(root, source, specs):
 def clean(anns, h=600, w=600):
     """Cleaned annotations as load_coco_annotations makes them."""
     images = {1: {"id": 1, "width": w, "height": h}}
-    return [coco_data._clean_annotation(dict(a, image_id=1), images, collections.Counter())
+    return [clean_annotation(dict(a, image_id=1), images, collections.Counter())
             for a in anns]
 
 
@@ -97,7 +102,7 @@ def test_main_person_rules():
         ann(6, 1, 40, 20, 100, 200),                       # centre 31.6 px from #1: < 0.3 * 200
         ann(7, 1, 300, 300, 40, 40, n=6),                  # chosen
     ])
-    assert coco_data.select_main_people(anns) == [0, 5]
+    assert select_main_people(anns) == [0, 5]
 
 
 def test_exclusion_radius_is_the_chosen_persons_own_size():
@@ -109,14 +114,14 @@ def test_exclusion_radius_is_the_chosen_persons_own_size():
         ann(4, 1, 270, 270, 150, 150),       # centre 35 px from #3: kept (12 < 35 < 45)
         ann(5, 1, 380, 380, 10, 10, n=6, area=1500),   # tiny last box, size 10
     ])
-    assert coco_data.select_main_people(anns) == [0, 2, 3, 4]
+    assert select_main_people(anns) == [0, 2, 3, 4]
 
 
 def test_image_samples_order_objpos_scale_and_joints():
     raw = [ann(1, 1, 10, 10, 100, 200), ann(2, 1, 150, 20, 60, 60, n=3),
            ann(3, 1, 0, 0, 300, 300, n=0), ann(4, 1, 200, 200, 100, 184, iscrowd=1),
            ann(5, 1, 250, 100, 80, 92, n=8)]
-    samples = coco_data.image_samples(clean(raw))
+    samples = image_samples(clean(raw))
     assert len(samples) == 2
     first, second = samples
     np.testing.assert_allclose(first.objpos, [60, 110])
@@ -136,14 +141,14 @@ def test_image_samples_order_objpos_scale_and_joints():
 
 def test_held_out_rule_reference_count_and_half_cap():
     entries = [{"id": 1000 + k} for k in range(40504)]
-    held = coco_data.held_out_val_image_ids({"images": entries})
+    held = held_out_val_image_ids({"images": entries})
     assert held == [1000 + k for k in range(2645)]
-    assert coco_data.held_out_val_image_ids({"images": entries[:150]}) == \
+    assert held_out_val_image_ids({"images": entries[:150]}) == \
         [1000 + k for k in range(75)]
-    assert coco_data.held_out_val_image_ids({"images": entries[:150]}, val_holdout=10) == \
+    assert held_out_val_image_ids({"images": entries[:150]}, val_holdout=10) == \
         [1000 + k for k in range(10)]
     with pytest.raises(UserError):
-        coco_data.held_out_val_image_ids({"images": entries}, val_holdout=-1)
+        held_out_val_image_ids({"images": entries}, val_holdout=-1)
 
 
 # ---------------------------------------------------------------------------- round trip
@@ -172,33 +177,33 @@ def hand_made(tmp_path_factory):
     ]
     write_coco(root, "val2014", val)
     write_coco(root, "train2014", train)
-    coco_data.generate_masks(root, workers=1)
+    generate_masks(root, workers=1)
     out = root / "h5"
-    reports = coco_data.generate_hdf5(root, out, val_holdout=2, workers=1)
+    reports = generate_hdf5(root, out, val_holdout=2, workers=1)
     return root, out, reports
 
 
 def test_round_trip_every_sample_decodes_to_its_source(hand_made):
     root, out, reports = hand_made
     for split in ("train", "val"):
-        cocos = {s: coco_data.load_coco_annotations(paths.annotation_file(root, s))
-                 for s in coco_data.SOURCES}
-        with coco_data.Hdf5Samples(paths.hdf5_file(out, split)) as ds:
+        cocos = {s: load_coco_annotations(paths.annotation_file(root, s))
+                 for s in SOURCES}
+        with Hdf5Samples(paths.hdf5_file(out, split)) as ds:
             assert len(ds) == reports[split]["samples"]
             expected = []
             for image_id in dict.fromkeys(ds.image_ids.tolist()):
                 source = "train2014" if image_id < 500 else "val2014"
-                for meta in coco_data.image_samples(cocos[source].anns[image_id]):
+                for meta in image_samples(cocos[source].anns[image_id]):
                     expected.append((source, image_id, meta))
             assert len(expected) == len(ds)
             for i, (source, image_id, meta) in enumerate(expected):
                 s = ds[i]
-                assert isinstance(s, coco_data.Sample) and s.image_id == image_id
+                assert isinstance(s, Sample) and s.image_id == image_id
                 path = paths.image_dir(root, source) / paths.image_file_name(source, image_id)
                 src = cv2.imread(str(path), cv2.IMREAD_COLOR)
                 assert s.image.dtype == np.uint8 and s.image.shape == src.shape
                 np.testing.assert_array_equal(s.image, src)
-                mask = cv2.imread(str(coco_data.mask_files(root, source, image_id)[0]),
+                mask = cv2.imread(str(mask_files(root, source, image_id)[0]),
                                   cv2.IMREAD_GRAYSCALE)
                 np.testing.assert_array_equal(s.mask_miss, mask)
                 np.testing.assert_array_equal(s.joints, meta.joints)
@@ -209,9 +214,9 @@ def test_round_trip_every_sample_decodes_to_its_source(hand_made):
 
 def test_split_contents_and_skip_summary(hand_made):
     root, out, reports = hand_made
-    with coco_data.Hdf5Samples(paths.hdf5_file(out, "val")) as val:
+    with Hdf5Samples(paths.hdf5_file(out, "val")) as val:
         assert sorted(set(val.image_ids.tolist())) == [501, 502]
-    with coco_data.Hdf5Samples(paths.hdf5_file(out, "train")) as train:
+    with Hdf5Samples(paths.hdf5_file(out, "train")) as train:
         ids = train.image_ids.tolist()
     assert ids == [101, 101, 104, 105, 503, 504]           # file order, train2014 first
     assert reports["train"]["skipped"] == {
@@ -230,7 +235,7 @@ def test_truncated_jpeg_is_skipped(tmp_path):
                                      (2, (64, 80), [ann(2, 2, 5, 5, 40, 50)], "jpg"),
                                      (3, (64, 80), [ann(3, 3, 5, 5, 40, 50)], "truncated")])
     write_coco(tmp_path, "train2014", [])
-    reports = coco_data.generate_hdf5(tmp_path, tmp_path, val_holdout=0, workers=1)
+    reports = generate_hdf5(tmp_path, tmp_path, val_holdout=0, workers=1)
     assert reports["train"]["skipped"] == {"corrupt or truncated image (OSError)": 1}
     assert reports["train"]["samples"] == 2 and reports["val"]["samples"] == 0
     assert reports["train"]["notes"]["mask file missing: computed from the annotations"] == 2
@@ -238,7 +243,7 @@ def test_truncated_jpeg_is_skipped(tmp_path):
 
 def test_unlabelled_person_masked_and_out_of_image_keypoint_dropped(hand_made):
     root, out, _ = hand_made
-    with coco_data.Hdf5Samples(paths.hdf5_file(out, "train")) as ds:
+    with Hdf5Samples(paths.hdf5_file(out, "train")) as ds:
         by_id = {}
         for i in range(len(ds)):
             by_id.setdefault(ds.image_ids[i], ds[i])
@@ -256,14 +261,14 @@ def test_size_ratio_and_reference_bytes(hand_made):
     path = paths.hdf5_file(out, "train")
     # train: 6 samples; the 40 px wide image counts as 64 px wide like the reference pads it
     expected = 6 * (5 * 120 * 160 + 30 * 64)
-    summary = coco_data.summarize_hdf5(path)
+    summary = summarize_hdf5(path)
     assert summary["reference_layout_bytes"] == expected
     assert summary["ratio"] == pytest.approx(expected / os.path.getsize(path))
 
 
 def test_reader_is_lazy_and_picklable(hand_made):
     _, out, _ = hand_made
-    ds = coco_data.Hdf5Samples(paths.hdf5_file(out, "val"))
+    ds = Hdf5Samples(paths.hdf5_file(out, "val"))
     assert ds._handle is None                       # nothing open until a sample is read
     first = ds[0]
     clone = pickle.loads(pickle.dumps(ds))          # as handed to a worker process
@@ -279,14 +284,14 @@ def test_reader_is_lazy_and_picklable(hand_made):
 def test_rerun_keeps_complete_files_and_rewrites_when_flags_change(hand_made, tmp_path):
     root, out, _ = hand_made
     target = tmp_path / "h5"
-    first = coco_data.generate_hdf5(root, target, val_holdout=2, workers=1)
+    first = generate_hdf5(root, target, val_holdout=2, workers=1)
     stamp = paths.hdf5_file(target, "train").stat().st_mtime_ns
-    again = coco_data.generate_hdf5(root, target, val_holdout=2, workers=1)
+    again = generate_hdf5(root, target, val_holdout=2, workers=1)
     assert again["train"]["kept"] and again["val"]["kept"]
     assert paths.hdf5_file(target, "train").stat().st_mtime_ns == stamp
-    only = coco_data.generate_hdf5(root, target, val_holdout=2, train_only=True, workers=1)
+    only = generate_hdf5(root, target, val_holdout=2, train_only=True, workers=1)
     assert "kept" not in only["train"] and only["val"]["kept"]
-    with coco_data.Hdf5Samples(paths.hdf5_file(target, "train")) as ds:
+    with Hdf5Samples(paths.hdf5_file(target, "train")) as ds:
         assert set(ds.image_ids.tolist()) == {101, 104, 105}
     assert first["train"]["samples"] == 6 and only["train"]["samples"] == 4
 
@@ -301,28 +306,28 @@ def test_crash_leaves_no_file_that_looks_complete(hand_made, tmp_path, monkeypat
             raise KeyboardInterrupt
         return real(job)
 
-    real = coco_data._hdf5_job
-    monkeypatch.setattr(coco_data, "_hdf5_job", crash)
+    real = hdf5._hdf5_job
+    monkeypatch.setattr(hdf5, "_hdf5_job", crash)
     with pytest.raises(KeyboardInterrupt):
-        coco_data.generate_hdf5(root, tmp_path, val_holdout=2, workers=1)
+        generate_hdf5(root, tmp_path, val_holdout=2, workers=1)
     assert os.listdir(tmp_path) == []
     # a file killed before its attributes were written is refused by the reader
     with h5py.File(tmp_path / "partial.h5", "w") as f:
         f.create_dataset("images/bytes", data=np.zeros(3, np.uint8))
     with pytest.raises(UserError, match="not a compact COCO HDF5"):
-        coco_data.Hdf5Samples(tmp_path / "partial.h5")
+        Hdf5Samples(tmp_path / "partial.h5")
     with pytest.raises(UserError, match="not found"):
-        coco_data.Hdf5Samples(tmp_path / "none.h5")
+        Hdf5Samples(tmp_path / "none.h5")
 
 
 def test_annotation_file_problems(tmp_path):
     path = tmp_path / "a.json"
     path.write_text("[1, 2")
     with pytest.raises(UserError, match="not valid JSON"):
-        coco_data.load_coco_annotations(path)
+        load_coco_annotations(path)
     path.write_text(json.dumps({"images": []}))
     with pytest.raises(UserError, match="lacks the list 'annotations'"):
-        coco_data.load_coco_annotations(path)
+        load_coco_annotations(path)
     path.write_text(json.dumps({
         "images": [{"id": 1, "width": 50, "height": 40}, {"id": 2, "width": 50},
                    {"id": 1, "width": 50, "height": 40}],
@@ -331,8 +336,9 @@ def test_annotation_file_problems(tmp_path):
                         {"image_id": 1, "bbox": [0, 0, 10, 10], "keypoints": [1, 2]},
                         {"image_id": 1, "bbox": [0, 0, 10, 10], "category_id": 3},
                         {"image_id": 1, "bbox": [5, 5, 0, 10], "area": 0}]}))
-    coco = coco_data.load_coco_annotations(path)
+    coco = load_coco_annotations(path)
     assert coco.image_ids == [1]
+    assert coco.has_image(1) and not coco.has_image(2)      # dropped entries are not there
     assert coco.problems == {
         "image entry without a valid id, width or height": 1, "duplicate image id": 1,
         "annotation of an unknown image": 1, "annotation without a valid bbox": 1,
@@ -341,6 +347,14 @@ def test_annotation_file_problems(tmp_path):
         "zero-area annotation: skipped": 1}
     person = coco.anns[1][0]
     assert person["keypoints"] is None and person["num_keypoints"] == 0
+    # every image entry malformed: an error, not an empty split that passes silently
+    path.write_text(json.dumps({"images": [{"id": "x", "width": 5, "height": 5},
+                                           {"id": 3, "width": 0, "height": 5}],
+                                "annotations": []}))
+    with pytest.raises(UserError, match=r"no usable image entry \(all 2: 2 image entry"):
+        load_coco_annotations(path)
+    path.write_text(json.dumps({"images": [], "annotations": []}))   # empty is not malformed
+    assert load_coco_annotations(path).image_ids == []
 
 
 def test_cli_help_and_bad_input(tmp_path):
@@ -367,7 +381,7 @@ def test_cli_help_and_bad_input(tmp_path):
 
 def test_synthetic_set_round_trip_and_size_ratio(synthetic_coco, tmp_path):
     # the fixture is read-only: masks are not written there, the HDF5 step computes them
-    reports = coco_data.generate_hdf5(synthetic_coco, tmp_path, workers=1)
+    reports = generate_hdf5(synthetic_coco, tmp_path, workers=1)
     for split in ("train", "val"):
         r = reports[split]
         assert r["samples"] > 0 and r["skipped"] == {}
@@ -375,10 +389,10 @@ def test_synthetic_set_round_trip_and_size_ratio(synthetic_coco, tmp_path):
         assert r["ratio"] >= 10, r
         assert r["ratio"] == pytest.approx(r["reference_layout_bytes"]
                                            / os.path.getsize(paths.hdf5_file(tmp_path, split)))
-    cocos = {s: coco_data.load_coco_annotations(paths.annotation_file(synthetic_coco, s))
-             for s in coco_data.SOURCES}
+    cocos = {s: load_coco_annotations(paths.annotation_file(synthetic_coco, s))
+             for s in SOURCES}
     train_ids = set(cocos["train2014"].image_ids)
-    with coco_data.Hdf5Samples(paths.hdf5_file(tmp_path, "train")) as ds:
+    with Hdf5Samples(paths.hdf5_file(tmp_path, "train")) as ds:
         seen = {}
         for i in range(len(ds)):
             s = ds[i]
@@ -386,15 +400,24 @@ def test_synthetic_set_round_trip_and_size_ratio(synthetic_coco, tmp_path):
             anns = cocos[source].anns[s.image_id]
             k = seen.setdefault(s.image_id, 0)
             seen[s.image_id] += 1
-            meta = coco_data.image_samples(anns)[k]
+            meta = image_samples(anns)[k]
             np.testing.assert_array_equal(s.joints, meta.joints)
             if k == 0:   # images are stored once: check each once
                 src = cv2.imread(str(paths.image_dir(synthetic_coco, source)
                                      / paths.image_file_name(source, s.image_id)))
                 np.testing.assert_array_equal(s.image, src)
                 h, w = src.shape[:2]
-                np.testing.assert_array_equal(s.mask_miss, coco_data.make_masks(anns, h, w)[0])
-    held = set(coco_data.held_out_val_image_ids(cocos["val2014"]))
-    with coco_data.Hdf5Samples(paths.hdf5_file(tmp_path, "val")) as val:
+                np.testing.assert_array_equal(s.mask_miss, make_masks(anns, h, w)[0])
+    held = set(held_out_val_image_ids(cocos["val2014"]))
+    with Hdf5Samples(paths.hdf5_file(tmp_path, "val")) as val:
         assert set(val.image_ids.tolist()) <= held
     assert not held & set(seen)
+
+
+def test_small_helpers_of_the_annotation_checks():
+    assert [as_int(v) for v in (3, 3.0, 3.5, True, "3", None)] == [3, 3, None, None, None, None]
+    assert finite_numbers([1, 2.5], 2).tolist() == [1.0, 2.5]
+    assert finite_numbers([1, float("nan")]) is None and finite_numbers([1, 2], 3) is None
+    assert finite_numbers("12") is None and finite_numbers([[1, 2]]) is None
+    assert format_counts(collections.Counter({"b": 1, "a": 3})) == "3 a; 1 b"
+    assert format_counts(collections.Counter()) == "none"

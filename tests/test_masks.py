@@ -1,4 +1,4 @@
-"""Masks of REFERENCE section 4 on hand-made annotations: crowds, unlabelled people."""
+"""Masks of docs/recipe.md section 4 on hand-made annotations: crowds, unlabelled people."""
 import collections
 import json
 import subprocess
@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from model import coco_data, paths
+from model import paths
+from model.images import png_size
+from model.masks import generate_masks, make_masks
 
 H, W = 40, 60
 
@@ -64,7 +66,7 @@ def test_crowds_united_unlabelled_ignored_labelled_people_kept_inside_crowd():
     c1 = crowd(10, 20, 35, 38)                    # overlaps a: the overlap keeps the loss
     c2 = crowd(52, 25, 60, 40, compressed=False)  # a second crowd region, uncompressed RLE
     notes = collections.Counter()
-    mask_miss, mask_all = coco_data.make_masks([c1, a, b, c2], H, W, notes)
+    mask_miss, mask_all = make_masks([c1, a, b, c2], H, W, notes)
     people = box(2, 2, 20, 30) | box(40, 5, 50, 15)
     crowds = box(10, 20, 35, 38) | box(52, 25, 60, 40)
     exp_miss, exp_all = expected_masks(people, box(40, 5, 50, 15), crowds)
@@ -78,21 +80,21 @@ def test_crowds_united_unlabelled_ignored_labelled_people_kept_inside_crowd():
 
 def test_annotation_order_does_not_matter():
     anns = [person(2, 2, 20, 30), crowd(10, 20, 35, 38), person(30, 25, 45, 39)]
-    first = coco_data.make_masks(anns, H, W)
+    first = make_masks(anns, H, W)
     # the reference subtracts only people listed before the crowd; here all of them count
-    last = coco_data.make_masks(anns[::-1], H, W)
+    last = make_masks(anns[::-1], H, W)
     np.testing.assert_array_equal(first[0], last[0])
     assert first[0][30, 40] == 255   # crowd pixel covered by the person listed after it
 
 
 def test_image_without_people_and_bad_segmentation_fallback():
-    miss, full = coco_data.make_masks([], H, W)
+    miss, full = make_masks([], H, W)
     assert (miss == 255).all() and (full == 0).all()
     notes = collections.Counter()
     broken = person(5, 5, 15, 25, num_keypoints=0, segmentation=[[1, 2, 3]])   # no polygon
     wrong_size = crowd(30, 5, 40, 10)
     wrong_size["segmentation"]["size"] = [H + 1, W]
-    miss, full = coco_data.make_masks([broken, wrong_size], H, W, notes)
+    miss, full = make_masks([broken, wrong_size], H, W, notes)
     exp_miss, exp_all = expected_masks(box(5, 5, 15, 25), box(5, 5, 15, 25), box(30, 5, 40, 10))
     np.testing.assert_array_equal(miss, exp_miss)
     np.testing.assert_array_equal(full, exp_all)
@@ -121,7 +123,7 @@ def mask_root(tmp_path):
 
 
 def test_generate_masks_files_and_rerun_skips_complete(mask_root):
-    report = coco_data.generate_masks(mask_root, ["val2014"], workers=1)
+    report = generate_masks(mask_root, ["val2014"], workers=1)
     assert report["val2014"]["written"] == 3
     folder = mask_root / "valmask2014"
     miss = cv2.imread(str(folder / "mask_miss_000000000001.png"), cv2.IMREAD_UNCHANGED)
@@ -134,18 +136,50 @@ def test_generate_masks_files_and_rerun_skips_complete(mask_root):
     # a rerun writes only what is missing (a file whose pair is incomplete)
     (folder / "mask_miss_000000000003.png").unlink()
     before = (folder / "mask_all_000000000001.png").stat().st_mtime_ns
-    report = coco_data.generate_masks(mask_root, ["val2014"], workers=1)
+    report = generate_masks(mask_root, ["val2014"], workers=1)
     assert report["val2014"]["written"] == 1 and report["val2014"]["existing"] == 2
     assert (folder / "mask_all_000000000001.png").stat().st_mtime_ns == before
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         f"mask_{k}_{i:012d}.png" for k in ("miss", "all") for i in (1, 2, 3))
     # overwrite rewrites every pair (the annotations may have changed under them)
     cv2.imwrite(str(folder / "mask_all_000000000001.png"), np.zeros((H, W), np.uint8))
-    report = coco_data.generate_masks(mask_root, ["val2014"], workers=1, overwrite=True)
+    report = generate_masks(mask_root, ["val2014"], workers=1, overwrite=True)
     assert report["val2014"]["written"] == 3 and report["val2014"]["existing"] == 0
     np.testing.assert_array_equal(
         cv2.imread(str(folder / "mask_all_000000000001.png"), cv2.IMREAD_UNCHANGED),
         np.where(box(2, 2, 20, 30), 255, 0))
+
+
+def test_rerun_redoes_damaged_mask_files_and_counts_them(mask_root):
+    """A finished pair is trusted only when both files are complete PNGs of the image's
+    size: a truncated, an empty and a wrong-size file are each written again, counted."""
+    generate_masks(mask_root, ["val2014"], workers=1)
+    folder = mask_root / "valmask2014"
+    good = (folder / "mask_all_000000000001.png").read_bytes()
+    (folder / "mask_all_000000000001.png").write_bytes(good[:len(good) // 2])
+    (folder / "mask_miss_000000000002.png").write_bytes(b"")
+    cv2.imwrite(str(folder / "mask_miss_000000000003.png"), np.zeros((H + 1, W), np.uint8))
+    report = generate_masks(mask_root, ["val2014"], workers=1)["val2014"]
+    assert report["written"] == 3 and report["existing"] == 0
+    assert report["redone"] == {"truncated or not a PNG": 2, "of another size than the image": 1}
+    for i in (1, 2, 3):
+        for kind in ("miss", "all"):
+            mask = cv2.imread(str(folder / f"mask_{kind}_{i:012d}.png"), cv2.IMREAD_UNCHANGED)
+            assert mask.shape == (H, W)
+    assert (folder / "mask_all_000000000001.png").read_bytes() == good
+    again = generate_masks(mask_root, ["val2014"], workers=1)["val2014"]
+    assert again["written"] == 0 and again["redone"] == {}
+
+
+def test_png_size_reads_complete_files_only(tmp_path):
+    path = tmp_path / "m.png"
+    cv2.imwrite(str(path), np.zeros((7, 11), np.uint8))
+    assert png_size(path) == (11, 7)
+    data = path.read_bytes()
+    for damaged in (data[:-1], data[:20], b"", b"GIF89a" + data[6:]):
+        path.write_bytes(damaged)
+        assert png_size(path) is None
+    assert png_size(tmp_path / "none.png") is None
 
 
 def test_cli_uses_worker_processes_and_reports_bad_annotation_file(mask_root):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model import network
-from model.cli import UserError
+from model.errors import UserError
 
 BACKBONE = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
             "conv3_4", "conv4_1", "conv4_2", "conv4_3_CPM", "conv4_4_CPM"]

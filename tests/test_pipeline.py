@@ -1,16 +1,23 @@
 """Keras input pipeline on in-memory samples (the HDF5 reader's Sample type) and on a tiny
 HDF5 written by the project's writer."""
 import concurrent.futures
+import json
 import pickle
+import shutil
+import subprocess
+import sys
 
 import cv2
+import keras
 import numpy as np
 import pytest
 
-from model.augment import AugmentParams
-from model.cli import UserError
-from model.coco_data import Sample
-from model.pipeline import PoseBatches
+from model.augment import AugmentParams, augment, crop_transform, warp_mask
+from model.errors import UserError
+from model.hdf5 import Hdf5Samples, Sample, generate_hdf5
+from model.masks import generate_masks
+from model.paths import REPO_ROOT
+from model.pipeline import BatchStream, PoseBatches, grid_mask, measure_throughput
 from model.skeleton import NUM_PARTS
 from model.targets import make_targets
 
@@ -97,7 +104,6 @@ def test_targets_are_the_encoder_output_times_the_mask():
 
 
 def test_pipeline_crops_are_the_augment_modules_crops():
-    from model.augment import augment
     samples = make_samples(4)
     data = batches(samples, seed=9, shuffle=False)
     data.set_epoch(3)
@@ -111,8 +117,6 @@ def test_pipeline_crops_are_the_augment_modules_crops():
 
 
 def test_grid_mask_is_the_block_mean_and_the_all_compute_shortcut_agrees():
-    from model.augment import crop_transform, warp_mask
-    from model.pipeline import grid_mask
     M = crop_transform((60, 50), 0.9, 17.0, (3, -4), True, crop_size=96)
     full = np.full((100, 120), 255, np.uint8)
     assert (grid_mask(full, M, SMALL, 8) == 1).all()
@@ -203,7 +207,6 @@ def test_effects_are_applied_to_the_augmented_crop():
 
 
 def test_measure_throughput_reports_every_stage_and_restores_opencv_threads():
-    from model.pipeline import measure_throughput
     threads = cv2.getNumThreads()
     r = measure_throughput(make_samples(5), effect="_dark", batch_size=2, params=SMALL)
     assert r["samples"] == 5 and r["effect"] == "_dark" and r["crop_size"] == 96
@@ -232,7 +235,6 @@ class RecordingBatches(PoseBatches):
 
 
 def test_keras_fit_accepts_the_batches_and_counts_epochs_with_worker_threads():
-    import keras
     image = keras.Input((96, 96, 3), name="image")
     mask = keras.Input((12, 12, 1), name="mask")
     x = keras.layers.AveragePooling2D(8)(keras.layers.Rescaling(1 / 256, offset=-0.5)(image))
@@ -253,23 +255,49 @@ def test_keras_fit_accepts_the_batches_and_counts_epochs_with_worker_threads():
     assert data.epoch == 2
 
 
+# ----------------------------------------------------------------------------- the run's stream
+
+def test_stream_batch_i_is_batch_i_mod_p_of_pass_i_div_p_whatever_the_workers():
+    samples = make_samples(7)                       # batch 3: two full batches per pass
+    reference = batches(samples, seed=5)
+    expected = {}
+    for data_pass in range(3):
+        reference.set_epoch(data_pass)
+        for index in range(2):
+            expected[2 * data_pass + index] = reference[index]
+    for workers in (0, 2):
+        stream = BatchStream(batches(samples, seed=5), workers)
+        try:
+            assert stream.per_pass == 2             # the partial third batch is never used
+            got = dict(stream.iterate(0, 6))
+            assert sorted(got) == list(range(6))
+            for i, batch in got.items():
+                assert_batches_equal(batch, expected[i])
+            # A resumed run starts mid-pass and continues the same stream.
+            for i, batch in stream.iterate(3, 6):
+                assert_batches_equal(batch, expected[i])
+        finally:
+            stream.close()
+
+
+def test_stream_refuses_a_batch_larger_than_the_data():
+    with pytest.raises(UserError, match="batch size 8 is larger than the data"):
+        BatchStream(batches(make_samples(7), batch_size=8))
+
+
 # ----------------------------------------------------------------------------- on a real HDF5
 
 @pytest.fixture(scope="module")
 def tiny_hdf5(synthetic_coco, tmp_path_factory):
     """The session's synthetic mini-COCO through the project's mask and HDF5 writers."""
-    import shutil
-    from model import coco_data
     root = tmp_path_factory.mktemp("pipeline_coco") / "coco"
     shutil.copytree(synthetic_coco, root)
-    coco_data.generate_masks(root, workers=1)
-    coco_data.generate_hdf5(root, root.parent, workers=1)
+    generate_masks(root, workers=1)
+    generate_hdf5(root, root.parent, workers=1)
     return root.parent / "train_dataset_2014.h5"
 
 
 def test_hdf5_batches_match_in_memory_samples_and_worker_processes(tiny_hdf5):
-    import keras
-    from model.coco_data import Hdf5Samples
     with Hdf5Samples(tiny_hdf5) as ds:
         in_memory = [ds[i] for i in range(len(ds))]
     from_path = PoseBatches(tiny_hdf5, 4, num_stages=1, params=SMALL, seed=2)
@@ -297,10 +325,6 @@ def test_hdf5_batches_match_in_memory_samples_and_worker_processes(tiny_hdf5):
 
 
 def test_inspect_dataset_cli(tiny_hdf5, tmp_path):
-    import json
-    import subprocess
-    import sys
-    from model.paths import REPO_ROOT
     script = REPO_ROOT / "training" / "inspect_dataset.py"
     out = tmp_path / "inspect"
     run = subprocess.run([sys.executable, str(script), "--hdf5", str(tiny_hdf5), "--num", "3",

@@ -1,4 +1,4 @@
-"""The experiment summary (model/summary.py): right numbers in the right cells, n/a where an
+"""The experiment summary (model/report/): right numbers in the right cells, n/a where an
 input is missing, the acceptance checks, the figures."""
 import json
 import shutil
@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model import domains, evaluation, files, paths, runs
 from model import ensemble as ens
-from model import evaluation, files, paths, summary
-from model import uncertainty as unc
-from model.train import CSV_HEADER as EXPERT_HEADER
+from model.report import uncertainty as report_unc
+from model.report import write_summary
+from model.report.checks import MEASURES
+from model.runs import RunLayout
+from model.state import CSV_HEADER as EXPERT_HEADER
 
 N = 6                                   # images per test set
 BLUR = paths.EVAL_BASE + "_motion_blur"
@@ -49,11 +52,11 @@ def noise(domain, expert):
 def write_scene(root, with_uncertainty=True):
     """coco/, eval/, domain/ of four test sets, each evaluated by the real writers: the three
     experts (noisy copies of the ground truth), the routed ensemble (model.ensemble.run) and
-    a fused one; uncertainty by model.uncertainty.analyse."""
+    a fused one; uncertainty by model.report.uncertainty.analyse."""
     rng = np.random.default_rng(0)
     coco, eval_dir, domain = root / "coco", root / "eval", root / "domain"
     ids = [500 + i for i in range(N)]
-    for effect in paths.TEST_EFFECTS:
+    for effect in domains.TEST_EFFECTS:
         t = paths.EVAL_BASE + effect
         s = 0.5 if effect == "_resolution" else 1.0
         images, anns = [], []
@@ -78,7 +81,7 @@ def write_scene(root, with_uncertainty=True):
             "images": images, "annotations": anns,
             "categories": [{"id": 1, "name": "person"}]})
         gt = evaluation.load_annotations(paths.annotation_file(coco, t))
-        for e in paths.EXPERT_EFFECTS:
+        for e in domains.EXPERT_EFFECTS:
             records = []
             for a in anns:
                 kp = np.asarray(a["keypoints"]).reshape(17, 3).copy()
@@ -93,24 +96,24 @@ def write_scene(root, with_uncertainty=True):
         files.write_json(domain / f"{t}.json",
                          [{"image_id": i, "effect_prob": probs} for i in ids])
         ens.run("route", t, eval_dir, coco, domain / f"{t}.json", N)
-        folder = unc.run_dir(eval_dir, t, "_ensemble", N)
+        folder = RunLayout(eval_dir).folder(t, "_ensemble", N)
         write_run(eval_dir, t, "_ensemble", gt, ids,
-                  files.read_json(folder / evaluation.RESULTS_JSON), seconds=0.001)
-        normal = files.read_json(unc.results_file(eval_dir, t, "", N))
+                  files.read_json(folder / runs.RESULTS_JSON), seconds=0.001)
+        normal = files.read_json(RunLayout(eval_dir).results_file(t, "", N))
         if effect != "_resolution":            # the fused ensemble missing on one domain
             write_run(eval_dir, t, "_ensemble_fuse", gt, ids, normal, seconds=2.0)
         if with_uncertainty:
-            unc.analyse(t, eval_dir, coco, N)
+            report_unc.analyse(t, eval_dir, coco, N)
     return coco, eval_dir, domain
 
 
 def write_run(eval_dir, t, effect, gt, ids, records, seconds):
-    folder = unc.run_dir(eval_dir, t, effect, N)
-    files.write_json(folder / evaluation.RESULTS_JSON, records)
-    files.write_json(folder / evaluation.RUN_JSON, {"image_ids": ids, "seed": 0})
+    folder = RunLayout(eval_dir).folder(t, effect, N)
+    files.write_json(folder / runs.RESULTS_JSON, records)
+    files.write_json(folder / runs.RUN_JSON, {"image_ids": ids, "seed": 0})
     rows = evaluation.breakdown(gt, records, ids)
     rows += [("all", "prediction_seconds", seconds), ("all", "seconds_per_image", seconds / N)]
-    evaluation.write_metrics(folder / evaluation.METRICS_CSV, rows)
+    runs.write_metrics(folder / runs.METRICS_CSV, rows)
 
 
 def write_training(root, accuracy=0.995):
@@ -118,7 +121,7 @@ def write_training(root, accuracy=0.995):
     best.json and validate.py's metrics.json (written by the real writer)."""
     from train_domain_classifier import inference
     from train_domain_classifier.trainer import CSV_HEADER
-    for k, e in enumerate(paths.EXPERT_EFFECTS):
+    for k, e in enumerate(domains.EXPERT_EFFECTS):
         rows = [{"epoch": ep, "iteration": 60 * ep, "lr": 1e-3, "train_loss": 900 / ep + k,
                  "val_loss": 800 / ep + k, "val_loss_last_stage": 100 / ep,
                  "seconds": 10.0, "samples_per_s": 50.0} for ep in range(1, 5)]
@@ -175,8 +178,8 @@ def table(text, heading, after=None):
 
 
 def metric(eval_dir, t, effect, subset, name):
-    return evaluation.read_metrics(unc.run_dir(eval_dir, t, effect, N)
-                                   / evaluation.METRICS_CSV)[(subset, name)]
+    return runs.read_metrics(RunLayout(eval_dir).folder(t, effect, N)
+                                   / runs.METRICS_CSV)[(subset, name)]
 
 
 def is_png(path):
@@ -185,19 +188,25 @@ def is_png(path):
         return im.format == "PNG"
 
 
-def test_full_scene(scene):
+@pytest.fixture(scope="module")
+def full(scene):
+    """The summary of the whole scene, written once: (scene, its markdown text)."""
     timings = [("synthetic_coco", 12.5, "ran"), ("masks", 0.0, "skipped")]
     files.write_json(scene["out_dir"] / "steps" / "masks.json", {"command": [], "seconds": 3.25})
-    text = summary.write_summary(scene["coco_root"], scene["eval_dir"], scene["weights_dir"],
-                                 scene["classifier_log_dir"], scene["domain_dir"],
-                                 scene["out_dir"], timings, {"seed": 3, "config": "small"})
-    assert (scene["out_dir"] / "summary.md").read_text() == text
+    text = write_summary(scene["coco_root"], scene["eval_dir"], scene["weights_dir"],
+                         scene["classifier_log_dir"], scene["domain_dir"],
+                         scene["out_dir"], timings, {"seed": 3, "config": "small"})
+    return scene, text
 
+
+def test_full_scene_ap_tables(full):
+    scene, text = full
+    assert (scene["out_dir"] / "summary.md").read_text() == text
     ours = table(text, "## Keypoint AP (COCO, single scale)")
     assert list(ours) == ["normal", "dark", "motion blur", "low resolution"]
-    for row, effect in zip(ours, paths.TEST_EFFECTS):
+    for row, effect in zip(ours, domains.TEST_EFFECTS):
         t = paths.EVAL_BASE + effect
-        for col, model in enumerate(paths.EVAL_MODELS):
+        for col, model in enumerate(domains.EVAL_MODELS):
             if (effect, model) == ("_resolution", "_ensemble_fuse"):
                 assert ours[row][col] == "n/a"
             else:
@@ -210,6 +219,9 @@ def test_full_scene(scene):
     assert fork["normal"] == ["0.509", "0.387", "0.094", "0.509", "n/a"]
     assert fork["low resolution"] == ["0.335", "0.224", "0.053", "0.335", "n/a"]
 
+
+def test_full_scene_difficult_cases_and_uncertainty(full):
+    scene, text = full
     hard = table_rows(text, "## Difficult cases")
     assert len(hard) == 4 * 5 - 1
     row = next(r[2:] for r in hard if r[:2] == ["motion blur", "dark expert"])
@@ -221,7 +233,7 @@ def test_full_scene(scene):
                        dark("difficult_joints", pck)]
     assert row[4:] == ["1", dark("crowded", "AP"), dark("crowded", pck)]   # image 503
 
-    q = json.loads((unc.output_stem(scene["eval_dir"], BLUR, N).parent /
+    q = json.loads((RunLayout(scene["eval_dir"]).uncertainty_stem(BLUR, N).parent /
                     f"{BLUR}-three-model-epoch100-open-pose-single-scale-{N}-quality.json")
                    .read_text())
     cells = next(r for r in table_rows(text, "## Uncertainty quality")
@@ -234,6 +246,12 @@ def test_full_scene(scene):
           if r["measure"] == "translational" and r["model"] == "ensemble"}
     assert cells[9] == f"{rc[0.2]['ap_kept_people']:.3f}" and cells[10] == f"{rc[0.2]['ap']:.3f}"
 
+
+def test_full_scene_checks(full):
+    scene, text = full
+    q = json.loads(RunLayout(scene["eval_dir"]).uncertainty_file(BLUR, N, "-quality.json")
+                   .read_text())
+    corr = q["correlation"]["translational"]["ensemble"]
     checks = {c["name"]: c for c in json.loads(
         (scene["out_dir"] / "summary.json").read_text())["checks"]}
     normal_ap = metric(scene["eval_dir"], NORMAL, "", "all", "AP")
@@ -248,6 +266,10 @@ def test_full_scene(scene):
     expected = corr["spearman_r"] > 0 and corr["spearman_p"] < 0.01
     assert spearman["status"] == ("PASS" if expected else "FAIL")
 
+
+def test_full_scene_classifier_training_and_figures(full):
+    scene, text = full
+    # torch, which train_domain_classifier needs, is loaded only by the tests that use it
     from train_domain_classifier.inference import distribution
     dist = table(text, "## Domain classifier", "Predicted domain")
     probs = files.read_json(scene["domain_dir"] / f"{NORMAL}_resolution.json")
@@ -279,24 +301,24 @@ def test_full_scene(scene):
 
 def fake_run(eval_dir, t, effect, ap, n=N):
     """A run folder whose metrics.csv (the evaluation's writer) says AP = ap."""
-    folder = unc.run_dir(eval_dir, t, effect, n)
-    evaluation.write_metrics(folder / evaluation.METRICS_CSV,
+    folder = RunLayout(eval_dir).folder(t, effect, n)
+    runs.write_metrics(folder / runs.METRICS_CSV,
                              [("all", name, ap if name == "AP" else 0.0)
                               for name in evaluation.STAT_NAMES])
 
 
 def fake_quality(eval_dir, t, rho, p, model="ensemble"):
-    """A quality.json with model.uncertainty.analyse's keys."""
+    """A quality.json with model.report.uncertainty.analyse's keys."""
     corr = {"n": 40, "pearson_r": rho, "pearson_p": p, "spearman_r": rho, "spearman_p": p}
     if rho is None:
         corr["note"] = "constant error: correlation undefined"
-    stem = unc.output_stem(eval_dir, t, N)
+    stem = RunLayout(eval_dir).uncertainty_stem(t, N)
     files.write_json(stem.with_name(stem.name + "-quality.json"), {
         "counts": {"people": 40},
-        "correlation": {m: {model: corr} for m in summary.MEASURES},
-        "ause": {m: {model: 0.05} for m in summary.MEASURES},
+        "correlation": {m: {model: corr} for m in MEASURES},
+        "ause": {m: {model: 0.05} for m in MEASURES},
         "risk_coverage": [{"measure": m, "model": model, "rejected_fraction": f, "ap": 0.4,
-                           "ap_kept_people": 0.4 + f} for m in summary.MEASURES
+                           "ap_kept_people": 0.4 + f} for m in MEASURES
                           for f in (0.0, 0.1, 0.2)]})
 
 
@@ -309,9 +331,9 @@ def controlled(tmp_path, normal_ap, blur_aps, accuracy, rho, p, model="ensemble"
     best = tmp_path / "clog" / "2024-05-01_10-00"
     files.write_csv(best / "log.csv", [[1, 0.5]], ["epoch", "val_accuracy"])
     files.write_json(best / "best.json", {"epoch": 1, "val_accuracy": accuracy})
-    summary.write_summary(tmp_path / "coco", eval_dir, tmp_path / "weights",
-                          tmp_path / "clog", tmp_path / "domain", tmp_path / "out",
-                          figures=False)
+    write_summary(tmp_path / "coco", eval_dir, tmp_path / "weights",
+                  tmp_path / "clog", tmp_path / "domain", tmp_path / "out",
+                  figures=False)
     data = json.loads((tmp_path / "out" / "summary.json").read_text())
     return [(c["status"], c["measured"]) for c in data["checks"]]
 
@@ -341,11 +363,11 @@ def test_negative_or_undefined_correlation_fails(tmp_path):
 
 
 def test_nothing_there(tmp_path):
-    text = summary.write_summary(tmp_path / "coco", tmp_path / "eval", tmp_path / "weights",
-                                 tmp_path / "clog", tmp_path / "domain", tmp_path / "out")
+    text = write_summary(tmp_path / "coco", tmp_path / "eval", tmp_path / "weights",
+                         tmp_path / "clog", tmp_path / "domain", tmp_path / "out")
     ours = table(text, "## Keypoint AP (COCO, single scale)")
     assert all(cells == ["n/a"] * 5 for cells in ours.values())
-    assert table(text, "## Checks (issue 8: the results must mean something)")
+    assert table(text, "## Checks: the results must mean something")
     data = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [c["status"] for c in data["checks"]] == ["n/a"] * 4
     assert "0 of 4 pass, 0 fail, 4 n/a (input missing)." in text
@@ -355,20 +377,20 @@ def test_nothing_there(tmp_path):
 
 def test_num_images_follows_the_runs_and_broken_files_are_notes(tmp_path):
     eval_dir = tmp_path / "eval"
-    for model in paths.EVAL_MODELS:
+    for model in domains.EVAL_MODELS:
         fake_run(eval_dir, NORMAL, model, 0.3, n=N)
     fake_run(eval_dir, NORMAL, "", 0.9, n=2)             # an older, smaller run
     fake_run(eval_dir, BLUR, "", 0.2, n=4)
-    stem = unc.output_stem(eval_dir, BLUR, 4)
+    stem = RunLayout(eval_dir).uncertainty_stem(BLUR, 4)
     stem.with_name(stem.name + "-quality.json").write_text("{not json")
     files.write_json(tmp_path / "domain" / f"{NORMAL}.json", [{"image": 1}])
-    (unc.run_dir(eval_dir, BLUR, "_dark", 4) / evaluation.METRICS_CSV).parent.mkdir()
-    (unc.run_dir(eval_dir, BLUR, "_dark", 4) / evaluation.METRICS_CSV).write_text("a,b\n1,2\n")
-    stem = unc.output_stem(eval_dir, NORMAL, N)                 # a set without ground truth
+    (RunLayout(eval_dir).folder(BLUR, "_dark", 4) / runs.METRICS_CSV).parent.mkdir()
+    (RunLayout(eval_dir).folder(BLUR, "_dark", 4) / runs.METRICS_CSV).write_text("a,b\n1,2\n")
+    stem = RunLayout(eval_dir).uncertainty_stem(NORMAL, N)     # a set without ground truth
     files.write_json(stem.with_name(stem.name + "-quality.json"), {"counts": {"people": 5}})
-    text = summary.write_summary(tmp_path / "coco", eval_dir, tmp_path / "weights",
-                                 tmp_path / "clog", tmp_path / "domain", tmp_path / "out",
-                                 figures=False)
+    text = write_summary(tmp_path / "coco", eval_dir, tmp_path / "weights",
+                         tmp_path / "clog", tmp_path / "domain", tmp_path / "out",
+                         figures=False)
     ours = table(text, "## Keypoint AP (COCO, single scale)")
     assert ours["normal"] == ["0.300"] * 5 and ours["motion blur"][0] == "0.200"
     data = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -378,7 +400,7 @@ def test_num_images_follows_the_runs_and_broken_files_are_notes(tmp_path):
     assert "not a metrics CSV" in notes and ours["motion blur"][1] == "n/a"
     assert table(text, "## Uncertainty quality")["normal"] == ["n/a", "5"] + ["n/a"] * 8
     # with N given, the smaller run is the one summarised
-    text = summary.write_summary(tmp_path / "coco", eval_dir, tmp_path / "weights",
-                                 tmp_path / "clog", tmp_path / "domain", tmp_path / "out",
-                                 num_images=2, figures=False)
+    text = write_summary(tmp_path / "coco", eval_dir, tmp_path / "weights",
+                         tmp_path / "clog", tmp_path / "domain", tmp_path / "out",
+                         num_images=2, figures=False)
     assert table(text, "## Keypoint AP (COCO, single scale)")["normal"][0] == "0.900"

@@ -10,7 +10,10 @@ import pytest
 from pycocotools.coco import COCO
 
 from model import draw, paths, skeleton, synthetic
-from model.cli import UserError
+from model.errors import UserError
+from model.synthetic import dataset as synthetic_dataset
+from model.synthetic import person as synthetic_person
+from model.synthetic import scene as synthetic_scene
 
 SCRIPT = paths.REPO_ROOT / "dataset" / "make_synthetic_coco.py"
 
@@ -164,7 +167,7 @@ def test_interrupted_run_leaves_no_annotation_file(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(seed, split, index)
 
-    monkeypatch.setattr(synthetic, "render_image", dies_on_third)
+    monkeypatch.setattr(synthetic_dataset, "render_image", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         synthetic.generate_split(tmp_path, "val2014", 3, seed=1, progress=False)
     assert not paths.annotation_file(tmp_path, "val2014").exists()
@@ -202,8 +205,8 @@ def test_line_kernel_is_a_normalised_streak_in_its_direction():
 def test_camera_blur_softens_its_share_of_images_and_leaves_annotations_alone(monkeypatch):
     count = 12
     drawn = [synthetic.render_image(0, "val2014", i) for i in range(count)]
-    monkeypatch.setattr(synthetic, "DEFOCUS_P", 0.0)
-    monkeypatch.setattr(synthetic, "SHAKE_P", 0.0)
+    monkeypatch.setattr(synthetic_scene, "DEFOCUS_P", 0.0)
+    monkeypatch.setattr(synthetic_scene, "SHAKE_P", 0.0)
     sharp = [synthetic.render_image(0, "val2014", i) for i in range(count)]
     p_soft = 0.2 + 0.2                       # the module's DEFOCUS_P + SHAKE_P
     expected = [np.random.default_rng([0, 2, i, 1]).random() < p_soft for i in range(count)]
@@ -231,7 +234,7 @@ def test_body_geometry_is_anatomical_and_faces_the_camera():
         assert all(a[1] < b[1] for a, b in zip(chain, chain[1:]))
         assert kp[f"{side}_eye"][1] < kp["nose"][1]
         upper = np.linalg.norm(kp[f"{side}_elbow"] - kp[f"{side}_shoulder"])
-        assert upper == pytest.approx(synthetic._PROPORTIONS["uarm"] * 300, rel=0.06)
+        assert upper == pytest.approx(synthetic_person._PROPORTIONS["uarm"] * 300, rel=0.06)
     assert geo["self_vis"].tolist() == [2] * 17
     back = _upright(back=True)
     bk = {n: back["keypoints"][i] for i, n in enumerate(skeleton.COCO_KEYPOINTS)}

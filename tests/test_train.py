@@ -1,6 +1,7 @@
-"""Pose training (model/train.py, training/train_pose.py): the optimizer's multipliers and
-Caffe decay, the loss, the schedules, resume, the NaN stop, bad input and the mirrored
-strategy. Runs use a tiny configuration on a tiny HDF5 of the session's synthetic COCO."""
+"""Pose training (model/trainer.py and the modules it uses, training/train_pose.py): the
+optimizer's multipliers and Caffe decay, the loss, the schedules, the recipe's defaults, resume,
+the NaN stop, bad input and the mirrored strategy. Runs use a tiny configuration on a tiny HDF5
+of the session's synthetic COCO."""
 import json
 import os
 import subprocess
@@ -8,11 +9,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+import h5py
+import keras
 import numpy as np
 import pytest
 
-from model import network, train
-from model.cli import UserError
+from model import network, optim, state, train_config, train_step, trainer
+from model.batchnorm import BN_SUFFIX, build_bn_training_model, fold_batch_norm
+from model.errors import UserError
+from model.hdf5 import generate_hdf5
+from model.recipes import get_recipe
+from model.schedules import SCHEDULES, Schedule
 
 REPO = Path(__file__).resolve().parent.parent
 # Two stages (so stage-2 multipliers are exercised), an eighth of the channels, 64 px crops.
@@ -22,9 +29,8 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
 @pytest.fixture(scope="module")
 def hdf5_dir(synthetic_coco, tmp_path_factory):
-    from model import coco_data
     out = tmp_path_factory.mktemp("train_hdf5")
-    coco_data.generate_hdf5(synthetic_coco, out, workers=1)
+    generate_hdf5(synthetic_coco, out, workers=1)
     return out
 
 
@@ -34,7 +40,7 @@ def tiny_cfg(hdf5_dir, out_dir, **kw):
                 val_hdf5=str(hdf5_dir / "val_dataset_2014.h5"), out_dir=str(out_dir),
                 save_every=0, tensorboard=False, progress=False)
     base.update(kw)
-    return train.TrainConfig(**base)
+    return train_config.TrainConfig(**base)
 
 
 # ------------------------------------------------------------------------------------------
@@ -42,7 +48,6 @@ def tiny_cfg(hdf5_dir, out_dir, **kw):
 
 def group_model():
     """One 1x1 convolution per multiplier group, named like the network's layers."""
-    import keras
     x = inp = keras.Input((4, 4, 2))
     for name in ("conv1_1", "conv4_4_CPM", "Mconv5_stage1_L2", "Mconv1_stage2_L1",
                  "Mconv7_stage6_L2"):
@@ -55,11 +60,10 @@ EXPECTED = {"conv1_1": (1, 2), "conv4_4_CPM": (1, 2), "Mconv5_stage1_L2": (1, 2)
 
 
 def one_step(kind, gradient, lr=0.01, decay=0.0, steps=1):
-    import keras
     keras.utils.set_random_seed(0)
     model = group_model()
-    schedule = train.Schedule("t", kind, lr, gamma=1.0, weight_decay=decay)
-    opt = train.make_optimizer(schedule)
+    schedule = Schedule("t", kind, lr, gamma=1.0, weight_decay=decay)
+    opt = optim.make_optimizer(schedule)
     variables = model.trainable_variables
     before = {v.path: v.numpy().copy() for v in variables}
     for _ in range(steps):
@@ -103,7 +107,7 @@ def test_caffe_weight_decay_on_kernels_only_not_doubled():
 
 def test_network_variables_fall_in_the_published_groups():
     model = network.build_pose_model("small", training=True, seed=0)
-    rules = {v.path: train.variable_rule(v.path) for v in model.trainable_variables}
+    rules = {v.path: optim.variable_rule(v.path) for v in model.trainable_variables}
     assert len(rules) == 2 * len(network.conv_layers("small"))
     for path, (lr_mult, decay_mult) in rules.items():
         layer, which = path.split("/")
@@ -117,35 +121,123 @@ def test_network_variables_fall_in_the_published_groups():
 
 def test_loss_is_caffe_euclidean_over_every_output():
     rng = np.random.default_rng(0)
-    names = train.output_names(2)
+    names = train_step.output_names(2)
     assert names == ["stage1_L1", "stage1_L2", "stage2_L1", "stage2_L2"]
     shapes = {"L1": (3, 5, 5, 38), "L2": (3, 5, 5, 19)}
     targets = {n: rng.normal(size=shapes[n[-2:]]).astype(np.float32) for n in names}
     outputs = [rng.normal(size=shapes[n[-2:]]).astype(np.float32) for n in names]
-    per = np.asarray(train.pose_losses(targets, outputs, names, 3))
+    per = np.asarray(train_step.pose_losses(targets, outputs, names, 3))
     expected = [((o - targets[n]) ** 2).sum() / 3 / 2 for n, o in zip(names, outputs)]
     np.testing.assert_allclose(per, expected, rtol=1e-5)
-    np.testing.assert_allclose(float(train.pose_loss(targets, outputs, names, 3)),
+    np.testing.assert_allclose(float(train_step.pose_loss(targets, outputs, names, 3)),
                                sum(expected), rtol=1e-5)
 
 
 def test_published_step_schedules():
-    caffe = train.SCHEDULES["caffe"].learning_rate(4e-5, 10, 10 ** 6)
+    caffe = optim.learning_rate(SCHEDULES["caffe"], 4e-5, 10, 10 ** 6)
     assert float(caffe(136105)) == pytest.approx(4e-5)
     assert float(caffe(136106)) == pytest.approx(4e-5 * 0.333)
     assert float(caffe(2 * 136106)) == pytest.approx(4e-5 * 0.333 ** 2)
-    keras_s = train.SCHEDULES["keras"]
+    keras_s = SCHEDULES["keras"]
     # 17 epochs of 121,746 samples: 206,968 iterations at batch 10, 129,355 at batch 16.
     assert keras_s.stepsize(10, 1) == 206968 and keras_s.stepsize(16, 1) == 129355
-    lr = keras_s.learning_rate(2e-5, 10, 1)
+    lr = optim.learning_rate(keras_s, 2e-5, 10, 1)
     assert float(lr(206967)) == pytest.approx(2e-5)
     assert float(lr(206968)) == pytest.approx(2e-5 * 0.333)
-    small = train.SCHEDULES["small"]
+    small = SCHEDULES["small"]
     assert small.stepsize(10, 1000) == 700
-    assert train.get_schedule("auto", "full").name == "keras"
-    assert train.get_schedule("auto", "small").name == "small"
+    assert train_config.resolve_schedule("auto", "full").name == "keras"
+    assert train_config.resolve_schedule("auto", "small").name == "small"
     with pytest.raises(UserError, match="unknown schedule"):
-        train.get_schedule("cosine", "full")
+        train_config.resolve_schedule("cosine", "full")
+
+
+def test_defaults_come_from_the_recipe_and_code_made_configurations_take_full_s():
+    for name in ("full", "small"):
+        recipe = get_recipe(name)
+        assert train_config.resolve_schedule("auto", name).name == recipe.schedule
+        assert train_config.resolve_batch_norm("auto", name) is recipe.batch_norm
+        params = train_config.augment_params(name)
+        assert params.target_dist == recipe.target_dist
+        assert params.crop_size == network.get_config(name).input_size
+    assert train_config.augment_params("small", 0.5).target_dist == 0.5
+    assert train_config.resolve_batch_norm(True, "full") is True
+    # The tests' tiny network has no recipe of its own.
+    assert train_config.resolve_schedule(None, TINY).name == "keras"
+    assert train_config.resolve_batch_norm("auto", TINY) is False
+    assert train_config.augment_params(TINY).target_dist == 0.6
+    # No ImageNet VGG19 fits a quarter of the channels: "auto" is He, "caffe" with weights.
+    assert train_config.resolve_init("auto", "small", None) == "he"
+    assert train_config.resolve_init("auto", "small", "w.h5") == "caffe"
+    assert train_config.resolve_init("he", "full", "w.h5") == "he"
+    with pytest.raises(UserError, match="unknown --init 'xavier'"):
+        train_config.resolve_init("xavier", "full", None)
+
+
+def test_a_state_of_another_run_is_refused_naming_each_difference():
+    cfg = train_config.TrainConfig(config="small", batch_size=4, seed=1)
+    schedule = SCHEDULES["small"]
+    signature = state.run_signature(cfg, network.get_config("small"), schedule, True, 0.9)
+    assert signature["lr"] == schedule.base_lr and signature["weight_decay"] == 5e-4
+    assert signature["data"] == state.data_fingerprint(None, None)
+    same = state.TrainState(signature=dict(signature))
+    state.check_resume(same, signature, "s.h5")
+    # A key the state does not record is not compared (states written before it existed).
+    older = state.TrainState(signature={k: v for k, v in signature.items() if k != "data"})
+    state.check_resume(older, signature, "s.h5")
+    other = state.TrainState(signature={**signature, "batch_size": 2, "seed": 0})
+    with pytest.raises(UserError, match=r"s.h5 belongs to another run: batch_size 2 \(now 4\), "
+                                        r"seed 0 \(now 1\)"):
+        state.check_resume(other, signature, "s.h5")
+
+
+def test_log_csv_is_rewritten_from_the_history(tmp_path):
+    row = dict.fromkeys(state.CSV_HEADER, 0)
+    history = [{**row, "epoch": 1}, {**row, "epoch": 2}]
+    state.write_log(tmp_path / "log.csv", history)
+    # A resumed run that redid epoch 2 writes the state's history again: no duplicate row.
+    state.write_log(tmp_path / "log.csv", history + [{**row, "epoch": 3}])
+    lines = (tmp_path / "log.csv").read_text().splitlines()
+    assert lines[0] == ",".join(state.CSV_HEADER)
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3"]
+
+
+def test_keras_backup_and_restore_restarts_an_interrupted_epoch_from_its_first_batch(tmp_path):
+    """Why the trainer keeps its own state file: Keras' BackupAndRestore saves within an epoch
+    (save_freq in batches) but resumes at the start of the interrupted epoch, so the batches
+    already trained on are trained on again and the run differs from an uninterrupted one."""
+    class Recorded(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.requested = []
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            self.requested.append(i)
+            return np.full((2, 1), i, np.float32), np.zeros((2, 1), np.float32)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                raise RuntimeError("interrupted")
+
+    def fit(data, callbacks):
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
+
+    backup = str(tmp_path / "backup")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(Recorded(), [keras.callbacks.BackupAndRestore(backup, save_freq=1), Interrupt()])
+    # It recorded where it stopped ...
+    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text()) == {
+        "epoch": 0, "batch": 2}
+    resumed = Recorded()
+    fit(resumed, [keras.callbacks.BackupAndRestore(backup, save_freq=1)])
+    # ... and trains the epoch from its first batch all the same.
+    assert resumed.requested[-4:] == [0, 1, 2, 3]
 
 
 # ------------------------------------------------------------------------------------------
@@ -157,7 +249,7 @@ def read_weights(path):
 
 def test_run_writes_checkpoints_and_resume_matches_uninterrupted(hdf5_dir, synthetic_coco,
                                                                  tmp_path):
-    full = train.train(tiny_cfg(hdf5_dir, tmp_path / "a"))
+    full = trainer.train(tiny_cfg(hdf5_dir, tmp_path / "a"))
     out = tmp_path / "a"
     assert [h["epoch"] for h in full["history"]] == [1, 2]
     assert [h["iteration"] for h in full["history"]] == [3, 6]
@@ -170,13 +262,13 @@ def test_run_writes_checkpoints_and_resume_matches_uninterrupted(hdf5_dir, synth
 
     # Stop inside epoch 1, then inside epoch 2, then finish: the same three commands.
     b = tmp_path / "b"
-    part = train.train(tiny_cfg(hdf5_dir, b), stop_after=2)
+    part = trainer.train(tiny_cfg(hdf5_dir, b), stop_after=2)
     assert not part["complete"] and part["state"].iteration == 2
-    part = train.train(tiny_cfg(hdf5_dir, b), stop_after=2)
+    part = trainer.train(tiny_cfg(hdf5_dir, b), stop_after=2)
     assert part["state"].epoch == 1 and part["state"].batch == 1
-    done = train.train(tiny_cfg(hdf5_dir, b))
+    done = trainer.train(tiny_cfg(hdf5_dir, b))
     assert done["complete"] and done["state"].iteration == 6
-    record = train.read_state_record(b / "train_state.h5")
+    record = state.read_state_record(b / "train_state.h5")
     assert (record.epoch, record.batch, record.iteration) == (2, 0, 6)
 
     wa, wb = read_weights(out / "weights.0002.h5"), read_weights(b / "weights.0002.h5")
@@ -189,35 +281,33 @@ def test_run_writes_checkpoints_and_resume_matches_uninterrupted(hdf5_dir, synth
                                [h["val_loss"] for h in full["history"]], rtol=1e-4)
 
     # A finished run is left alone; more epochs continue it; other flags are refused.
-    again = train.train(tiny_cfg(hdf5_dir, b))
+    again = trainer.train(tiny_cfg(hdf5_dir, b))
     assert again["complete"] and again["state"].iteration == 6
-    more = train.train(tiny_cfg(hdf5_dir, b, epochs=3))
+    more = trainer.train(tiny_cfg(hdf5_dir, b, epochs=3))
     assert [h["epoch"] for h in more["history"]] == [1, 2, 3]
     with pytest.raises(UserError, match="batch_size 4"):
-        train.train(tiny_cfg(hdf5_dir, b, epochs=4, batch_size=2))
+        trainer.train(tiny_cfg(hdf5_dir, b, epochs=4, batch_size=2))
     # So is data rebuilt from other inputs (here: without val2014), even for a finished run,
     # which would otherwise be reported complete on data it never saw.
-    from model import coco_data
     other = tmp_path / "other_hdf5"
-    coco_data.generate_hdf5(synthetic_coco, other, workers=1, train_only=True)
-    assert train.data_fingerprint(other / "train_dataset_2014.h5") != \
-        train.data_fingerprint(hdf5_dir / "train_dataset_2014.h5")
+    generate_hdf5(synthetic_coco, other, workers=1, train_only=True)
+    assert state.data_fingerprint(other / "train_dataset_2014.h5") != \
+        state.data_fingerprint(hdf5_dir / "train_dataset_2014.h5")
     with pytest.raises(UserError, match="data '"):
-        train.train(tiny_cfg(other, b, epochs=3))
+        trainer.train(tiny_cfg(other, b, epochs=3))
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_state(hdf5_dir, tmp_path):
     # SGD at lr 1e9: the first step is finite, its update blows the activations up.
     cfg = tiny_cfg(hdf5_dir, tmp_path, schedule="caffe", lr=1e9, save_every=1, epochs=1,
                    steps_per_epoch=5)
-    with pytest.raises(train.TrainingDiverged) as err:
-        train.train(cfg)
+    with pytest.raises(trainer.TrainingDiverged) as err:
+        trainer.train(cfg)
     message = str(err.value)
-    record = train.read_state_record(tmp_path / "train_state.h5")
+    record = state.read_state_record(tmp_path / "train_state.h5")
     failed = record.iteration + 1
     assert f"at iteration {failed} " in message and "last good checkpoint" in message
     assert failed >= 2
-    import h5py
     with h5py.File(tmp_path / "train_state.h5", "r") as f:
         assert all(np.isfinite(f["model"][k][()]).all() for k in f["model"])
     assert not (tmp_path / "weights.0001.h5").exists()
@@ -225,22 +315,22 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_state(hdf5_dir, 
 
 def test_bad_input_is_refused_before_training(hdf5_dir, tmp_path):
     with pytest.raises(UserError, match="training HDF5 not found"):
-        train.check_inputs(tiny_cfg(tmp_path, tmp_path / "o"))
+        train_config.check_inputs(tiny_cfg(tmp_path, tmp_path / "o"))
     with pytest.raises(UserError, match="larger than the training data"):
-        train.check_inputs(tiny_cfg(hdf5_dir, tmp_path / "o", batch_size=10 ** 6))
+        train_config.check_inputs(tiny_cfg(hdf5_dir, tmp_path / "o", batch_size=10 ** 6))
     with pytest.raises(UserError, match="unknown effect"):
-        train.check_inputs(tiny_cfg(hdf5_dir, tmp_path / "o", effect="_resolution"))
+        train_config.check_inputs(tiny_cfg(hdf5_dir, tmp_path / "o", effect="_resolution"))
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(UserError, match="not writable"):
-        train.check_inputs(tiny_cfg(hdf5_dir, blocker / "sub"))
+        train_config.check_inputs(tiny_cfg(hdf5_dir, blocker / "sub"))
     # Weights of another configuration: the layer and both shapes are named.
     other = network.build_pose_model(network.PoseConfig("w", num_stages=2, width=0.25,
                                                          input_size=64, stage_kernel=3),
                                       vgg19=None, seed=0)
     network.save_weights(other, tmp_path / "other.h5")
     with pytest.raises(UserError, match=r"conv1_1.*\(3, 3, 3, 16\).*\(3, 3, 3, 8\)"):
-        train.train(tiny_cfg(hdf5_dir, tmp_path / "o", weights=str(tmp_path / "other.h5")))
+        trainer.train(tiny_cfg(hdf5_dir, tmp_path / "o", weights=str(tmp_path / "other.h5")))
     assert not (tmp_path / "o" / "train_state.h5").exists()
 
 
@@ -272,22 +362,23 @@ MIRRORED = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from model import network, train
+    from model import network, optim, train_step
+    from model.schedules import Schedule
     cfg = network.PoseConfig("tiny", num_stages=2, width=0.125, input_size=32, stage_kernel=3)
-    names = train.output_names(2)
+    names = train_step.output_names(2)
     rng = np.random.default_rng(0)
     inputs = {"image": rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32),
               "mask": (rng.random((4, 4, 4, 1)) > 0.2).astype(np.float32)}
     targets = {n: rng.random((4, 4, 4, 38 if n.endswith("L1") else 19)).astype(np.float32)
                * inputs["mask"] for n in names}
     results = {}
-    for label, strategy in (("single", tf.distribute.get_strategy()),
-                            ("mirrored", train.make_strategy("mirrored", ["/cpu:0", "/cpu:1"]))):
+    mirrored = train_step.make_strategy("mirrored", ["/cpu:0", "/cpu:1"])
+    for label, strategy in (("single", tf.distribute.get_strategy()), ("mirrored", mirrored)):
         with strategy.scope():
             model = network.build_pose_model(cfg, training=True, vgg19=None, seed=1)
-            opt = train.make_optimizer(train.Schedule("t", "sgd", 1e-3, gamma=1.0), None, 4)
+            opt = optim.make_optimizer(Schedule("t", "sgd", 1e-3, gamma=1.0), None, 4)
             opt.build(model.trainable_variables)
-        stepper = train.Stepper(model, opt, strategy, 4, names)
+        stepper = train_step.Stepper(model, opt, strategy, 4, names)
         losses = [stepper.train(inputs, targets).tolist() for _ in range(2)]
         results[label] = {"replicas": strategy.num_replicas_in_sync, "losses": losses,
                           "weights": [v.numpy().tolist() for v in model.trainable_variables],
@@ -315,17 +406,16 @@ def test_mirrored_step_matches_single_device():
 # Training-time batch normalisation folds into the plain network
 
 def test_batch_norm_folds_into_the_plain_network():
-    import keras
-    bn_model = train.build_bn_training_model(TINY, seed=0)
+    bn_model = build_bn_training_model(TINY, seed=0)
     rng = np.random.default_rng(1)
     for layer in bn_model.layers:
-        if layer.name.endswith(train.BN_SUFFIX):
+        if layer.name.endswith(BN_SUFFIX):
             n = layer.gamma.shape[0]
             layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 0.3, n),
                                rng.normal(0, 0.2, n), rng.uniform(0.2, 3, n)])
     plain = network.build_pose_model(TINY, vgg19=None, seed=5)
-    train.fold_batch_norm(bn_model, plain, TINY)
-    assert not any(l.name.endswith(train.BN_SUFFIX) for l in plain.layers)
+    fold_batch_norm(bn_model, plain, TINY)
+    assert not any(l.name.endswith(BN_SUFFIX) for l in plain.layers)
     image = rng.uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
     mask = np.ones((2, 8, 8, 1), np.float32)
     want = bn_model({"image": image, "mask": mask}, training=False)[-2:]
@@ -333,27 +423,25 @@ def test_batch_norm_folds_into_the_plain_network():
     for w, g in zip(want, got):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-3, atol=1e-4)
     # The BN parameters train like their convolution's kernel (gamma) and bias (beta).
-    assert train.variable_rule("Mconv3_stage2_L1_bn/gamma") == (4.0, 0.0)
-    assert train.variable_rule("Mconv3_stage2_L1_bn/beta") == (8.0, 0.0)
-    assert train.variable_rule("conv2_1_bn/gamma") == (1.0, 0.0)
-    assert train.resolve_batch_norm("auto", "small") and not train.resolve_batch_norm(
-        "auto", "full")
-    del keras
+    assert optim.variable_rule("Mconv3_stage2_L1_bn/gamma") == (4.0, 0.0)
+    assert optim.variable_rule("Mconv3_stage2_L1_bn/beta") == (8.0, 0.0)
+    assert optim.variable_rule("conv2_1_bn/gamma") == (1.0, 0.0)
+    assert train_config.resolve_batch_norm("auto", "small") and not \
+        train_config.resolve_batch_norm("auto", "full")
 
 
 def test_mixed_precision_with_batch_norm_trains_and_resumes(hdf5_dir, tmp_path):
-    import h5py
     cfg = tiny_cfg(hdf5_dir, tmp_path, mixed_precision=True, batch_norm=True, epochs=1,
                    steps_per_epoch=2, batch_size=2)
-    part = train.train(cfg, stop_after=1)
+    part = trainer.train(cfg, stop_after=1)
     with h5py.File(tmp_path / "train_state.h5", "r") as f:
         saved = {f["optimizer"][k].attrs["path"] for k in f["optimizer"]}
         assert any(p.endswith("/dynamic_scale") for p in saved)   # the loss scale is state
         assert any("_bn/" in f["model"][k].attrs["path"] for k in f["model"])
     assert part["state"].iteration == 1
-    done = train.train(cfg)
+    done = trainer.train(cfg)
     assert done["state"].iteration == 2 and np.isfinite(done["history"][-1]["val_loss"])
     # The saved network is the plain float32 one, BN folded away.
     weights = network.read_weight_file(tmp_path / "weights.0001.h5")
-    assert not any(name.endswith(train.BN_SUFFIX) for name in weights)
+    assert not any(name.endswith(BN_SUFFIX) for name in weights)
     assert all(a.dtype == np.float32 for arrays in weights.values() for a in arrays)

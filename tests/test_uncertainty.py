@@ -1,6 +1,7 @@
 """Disagreement, matching and the quality measures of model.uncertainty on hand-made people."""
 import contextlib
 import copy
+import csv
 import io
 
 import numpy as np
@@ -8,8 +9,11 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from model import keypoints
 from model import uncertainty as unc
-from model.cli import UserError
+from model.errors import UserError
+from model.report import uncertainty as report_unc
+from model.runs import RunLayout
 from model.skeleton import COCO_KEYPOINTS, LIMB_NAMES, LIMBS, CMU_PARTS
 
 RNG = np.random.default_rng(0)
@@ -119,10 +123,10 @@ def test_prediction_oks_identical_and_partial():
     part = a.copy()
     part[11:] = 0                                   # the legs missing
     far = person(dx=400)
-    oks = unc.prediction_oks(np.stack([a, far]), np.stack([a, part, far]))
+    oks = keypoints.prediction_oks(np.stack([a, far]), np.stack([a, part, far]))
     assert oks[0, 0] == pytest.approx(1) and oks[0, 1] == pytest.approx(1)
     assert oks[0, 2] < 1e-6 and oks[1, 2] == pytest.approx(1)
-    assert unc.prediction_oks(np.zeros((1, 17, 3)), a[None])[0, 0] == 0
+    assert keypoints.prediction_oks(np.zeros((1, 17, 3)), a[None])[0, 0] == 0
 
 
 def test_matching_pairs_the_right_people_when_close_together():
@@ -175,7 +179,7 @@ def test_coco_oks_equals_pycocotools():
         gt.createIndex()
         ev = COCOeval(gt, gt.loadRes(copy.deepcopy(dts)), "keypoints")
         ev.evaluate()
-    mine = unc.coco_oks(np.array([d["keypoints"] for d in dts]), gts)
+    mine = keypoints.coco_oks(np.array([d["keypoints"] for d in dts]), gts)
     np.testing.assert_allclose(mine, np.array(ev.ious[(1, 1)]), atol=1e-12)
 
 
@@ -230,7 +234,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from model.paths import EXPERT_EFFECTS, annotation_file
+from model.domains import EXPERT_EFFECTS
+from model.paths import annotation_file
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_TYPE = "val2014_random1k"
@@ -278,7 +283,7 @@ def write_scene(tmp_path, with_gt=True, skip_effect=None, with_ensemble=True):
     for e in EXPERT_EFFECTS + (("_ensemble",) if with_ensemble else ()):
         if e == skip_effect:
             continue
-        path = unc.results_file(results, DATA_TYPE, e, N_IMAGES)
+        path = RunLayout(results).results_file(DATA_TYPE, e, N_IMAGES)
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(preds["" if e == "_ensemble" else e]))
     return coco_root, results
@@ -291,25 +296,24 @@ def run_cli(script, *args):
 
 
 def read_csv(path):
-    import csv
     with open(path) as f:
         return list(csv.reader(f))
 
 
 def test_analysis_with_ground_truth(tmp_path):
     coco_root, results = write_scene(tmp_path)
-    s = unc.analyse(DATA_TYPE, results, coco_root)          # N found from the folder names
+    s = report_unc.analyse(DATA_TYPE, results, coco_root)          # N found from the folder names
     c = s["counts"]
     assert s["num_images"] == N_IMAGES and c["images"] == N_IMAGES
     assert c["images_without_people"] == 1 and c["gt_people"] == 27
     people = sum(1 + i % 3 for i in range(N_IMAGES) if i != 2)
     assert c["people"] == people and c["gt_people_matched"] == people and c["flagged"] == 0
-    stem = unc.output_stem(results, DATA_TYPE, N_IMAGES)
+    stem = RunLayout(results).uncertainty_stem(DATA_TYPE, N_IMAGES)
     limbs = read_csv(stem.with_name(stem.name + ".csv"))
-    assert limbs[0] == unc.LIMB_HEADER and [r[0] for r in limbs[1:20]] == list(LIMB_NAMES)
+    assert limbs[0] == report_unc.LIMB_HEADER and [r[0] for r in limbs[1:20]] == list(LIMB_NAMES)
     assert len(limbs) == 22 and limbs[20][0].startswith("total")
     persons = read_csv(stem.with_name(stem.name + "-persons.csv"))
-    assert persons[0] == unc.PERSON_HEADER and len(persons) == people + 1
+    assert persons[0] == report_unc.PERSON_HEADER and len(persons) == people + 1
     second = [r for r in persons[1:] if r[1] == "1"]   # the dark expert missed them
     assert all(r[2] == "normal+motion_blur" and r[3] == "2" for r in second)
     assert all(r[persons[0].index("oks_dark")] == "0.000000" for r in second)
@@ -342,7 +346,7 @@ def test_cli_without_ground_truth_and_without_ensemble(tmp_path):
                 "--coco_root", coco_root)
     assert r.returncode == 0, r.stderr
     assert "no ground truth" in r.stdout and "ensemble columns left empty" in r.stdout
-    stem = unc.output_stem(results, DATA_TYPE, N_IMAGES)
+    stem = RunLayout(results).uncertainty_stem(DATA_TYPE, N_IMAGES)
     q = json.loads(stem.with_name(stem.name + "-quality.json").read_text())
     assert "correlation" not in q and q["counts"]["people"] > 0
     assert q["counts"]["images"] == N_IMAGES - 1       # no ground truth: images with predictions
@@ -359,27 +363,27 @@ def test_cli_bad_inputs(tmp_path):
     assert r.stderr.count("\n") == 1 and "dark model" in r.stderr
     assert "eval_coco2014_single_scale.py --effect _dark --coco_dataType " in r.stderr
     with pytest.raises(UserError, match="no predictions of the dark model .* --effect _dark"):
-        unc.analyse(DATA_TYPE, results, coco_root)            # N looked up in the folder
-    bad = unc.results_file(results, DATA_TYPE, "_dark", N_IMAGES)
+        report_unc.analyse(DATA_TYPE, results, coco_root)            # N looked up in the folder
+    bad = RunLayout(results).results_file(DATA_TYPE, "_dark", N_IMAGES)
     bad.parent.mkdir(parents=True)
     bad.write_text('[{"image_id": 1, "keypoints": [1, 2]}]')
     with pytest.raises(UserError, match="record 0 is not a COCO keypoint result"):
-        unc.analyse(DATA_TYPE, results, coco_root)
+        report_unc.analyse(DATA_TYPE, results, coco_root)
     bad.write_text('[{"image_id": 77, "score": 1, "keypoints": ' + str([1] * 51) + "}]")
     with pytest.raises(UserError, match="not in the annotations"):
-        unc.analyse(DATA_TYPE, results, coco_root)
+        report_unc.analyse(DATA_TYPE, results, coco_root)
     for effect in EXPERT_EFFECTS:
-        other = unc.results_file(results, DATA_TYPE, effect, 5)
+        other = RunLayout(results).results_file(DATA_TYPE, effect, 5)
         other.parent.mkdir(parents=True)
         other.write_text("[]")
     with pytest.raises(UserError, match=r"several image counts \(5, 14\)"):
-        unc.find_num_images(results, DATA_TYPE)
+        RunLayout(results).find_num_images(DATA_TYPE)
     for effect, n in (("", 5), ("_dark", 7)):
-        other = unc.results_file(tmp_path / "other", DATA_TYPE, effect, n)
+        other = RunLayout(tmp_path / "other").results_file(DATA_TYPE, effect, n)
         other.parent.mkdir(parents=True)
         other.write_text("[]")
     with pytest.raises(UserError, match="cover different image counts"):
-        unc.find_num_images(tmp_path / "other", DATA_TYPE, ("", "_dark"))
+        RunLayout(tmp_path / "other").find_num_images(DATA_TYPE, ("", "_dark"))
     r = run_cli("eval/util_ainu.py", "--coco_dataType", "val2014_random2k",
                 "--results_dir", results)
     assert r.returncode == 2 and "unknown --coco_dataType" in r.stderr

@@ -1,6 +1,6 @@
 """Images for the domain classifier: the split, the effected-image cache, the datasets.
 
-Classes are the experts' effects in model.paths.EXPERT_EFFECTS order: 0 normal, 1 dark,
+Classes are the experts' effects in model.domains.EXPERT_EFFECTS order: 0 normal, 1 dark,
 2 motion blur. Every image is shown once per class (exactly balanced). The effect is applied
 by model.effects at the image's ORIGINAL resolution, as the evaluation sets are made (a 30 px
 blur at full size is only a few pixels at 112), and only then resized.
@@ -20,7 +20,9 @@ network was trained with):
            sees the blur at the same scale as in training. At 64 px input a 30 px blur on a
            500 px wide image is about 4 px wide in "resize" mode, about 8 px in the 128 px view.
 
-Decoding, applying the effect and resizing are done once per image and stored in a uint8
+Images are read by model.images, the reader of every stage (the stored pixel grid, EXIF
+orientation ignored), so the classifier sees the pixels the pose network sees. Decoding,
+applying the effect and resizing are done once per image and stored in a uint8
 cache file (N, 3 classes, S, S, 3 RGB) that every epoch, every DataLoader worker and every
 DDP process memory-maps.
 """
@@ -39,14 +41,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from model import files, paths
-from model.cli import UserError
+from model.domains import EFFECT_NAMES, EXPERT_EFFECTS, NORMAL
+from model.errors import UserError
 from model.effects import BLUR_LENGTH, DARK_FACTOR, PIXEL_EFFECTS
+from model.images import read_image
 from model.torch_compat import torchvision
 
 log = logging.getLogger("domain_classifier")
 
-CLASS_EFFECTS = paths.EXPERT_EFFECTS                      # ("", "_dark", "_motion_blur")
-CLASS_NAMES = tuple(paths.EFFECT_NAMES[e] for e in CLASS_EFFECTS)
+CLASS_EFFECTS = EXPERT_EFFECTS                 # normal, dark, motion blur
+CLASS_NAMES = tuple(EFFECT_NAMES[e] for e in CLASS_EFFECTS)
 NUM_CLASSES = len(CLASS_EFFECTS)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,7 +58,8 @@ TRAIN_CACHE_SCALE = 1.25
 # Mild random resized crop: area 64-100 % of the (1.25x) cached image, aspect 3:4 to 4:3.
 CROP_SCALE = (0.64, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
-CACHE_VERSION = 1
+# 2: images read by model.images (EXIF orientation ignored, where version 1 applied it).
+CACHE_VERSION = 2
 TRAIN_SPLIT = "train2014"
 INPUT_MODES = ("resize", "crop")
 VIEW_SCALE = 2           # crop mode: the default view is 2 x input_size
@@ -147,11 +152,6 @@ def split_images(refs, val_fraction, seed, max_images=0):
     val = sorted((refs[i] for i in order[:n_val]), key=lambda r: r.image_id)
     train = sorted((refs[i] for i in order[n_val:]), key=lambda r: r.image_id)
     return train, val
-
-
-def read_image(path):
-    """BGR uint8 image, or None if the file cannot be decoded."""
-    return cv2.imread(str(path), cv2.IMREAD_COLOR)
 
 
 def prepare_image(bgr, effect, size):
@@ -328,7 +328,7 @@ class ImageFileDataset(Dataset):
         bgr = read_image(self.refs[i].path)
         if bgr is None:
             return torch.zeros(3, self.input_size, self.input_size), i, False
-        rgb = prepare_image(bgr, "", self.input_size)
+        rgb = prepare_image(bgr, NORMAL, self.input_size)
         return normalise(torch.from_numpy(rgb).permute(2, 0, 1)), i, True
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from model.cli import UserError
+from model.errors import UserError
 from train_domain_classifier.data import NUM_CLASSES, worker_init_fn
 from train_domain_classifier.network import probabilities
 

@@ -7,7 +7,9 @@ import numpy as np
 import torch
 
 from model import files, paths
-from model.cli import UserError, check_data_type
+from model.cli import check_data_type
+from model.errors import UserError
+from model.recipes import FORK_CLASSIFIER
 from train_domain_classifier import data, engine, runs
 from train_domain_classifier.network import DomainClassifier, load_model_state
 
@@ -34,7 +36,9 @@ def validation_dataset(state, coco_root=None, cache_dir=None, workers=0):
     config = state.get("config", {})
     root = coco_root or config.get("coco_root") or paths.DEFAULT_COCO_ROOT
     refs = data.load_image_refs(root, data.TRAIN_SPLIT)
-    _, val_refs = data.split_images(refs, config.get("val_fraction", 0.1), state.get("seed", 0),
+    # A checkpoint without a recorded fraction was trained with train.py's default.
+    val_fraction = config.get("val_fraction", FORK_CLASSIFIER.val_fraction)
+    _, val_refs = data.split_images(refs, val_fraction, state.get("seed", 0),
                                     config.get("max_images", 0))
     cache_dir = cache_dir or config.get("cache_dir") or Path(
         config.get("log_dir", paths.DOMAIN_LOG_DIR)) / "cache"
@@ -68,6 +72,7 @@ def write_validation(out_dir, metrics, checkpoint, state):
 
 
 def _confusion_png(path, confusion, names, title):
+    # Imported here: ensemble.py, which only predicts, loads this module too.
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

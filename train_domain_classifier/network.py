@@ -1,6 +1,6 @@
 """The domain classifier: a ResNet backbone with the fork's head, returning logits.
 
-Head (REFERENCE section 7): Dropout(0.5) - Linear(features, 128) - ReLU - Dropout(0.5) -
+Head (docs/recipe.md section 7): Dropout(0.5) - Linear(features, 128) - ReLU - Dropout(0.5) -
 Linear(128, 3). The network ends with the last Linear: no softmax inside, because
 CrossEntropyLoss applies log-softmax itself (the fork's double softmax floored its loss at
 about 0.55). Probabilities come from `probabilities(logits)` where they are reported.
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.cli import UserError
+from model.errors import UserError
 from model.torch_compat import torchvision
 
 log = logging.getLogger("domain_classifier")

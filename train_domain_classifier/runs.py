@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from model import files
-from model.cli import UserError
+from model.errors import UserError
 
 log = logging.getLogger("domain_classifier")
 

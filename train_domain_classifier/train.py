@@ -6,7 +6,7 @@ Continue a run:   python train_domain_classifier/train.py --resume train_domain_
 
 Writes <log_dir>/<YYYY-MM-DD_HH-MM>/checkpoints/model_NNNN.pth (one per epoch), best.json,
 log.csv, config.json, split.json and tensorboard/. Recipe flags left out take the fork's
-values (REFERENCE section 7), or on --resume the resumed run's values.
+values (docs/recipe.md section 7), or on --resume the resumed run's values.
 """
 import argparse
 import os

@@ -11,23 +11,27 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from model import files, paths
-from model.cli import UserError
+from model.errors import UserError
+from model.recipes import FORK_CLASSIFIER
 from train_domain_classifier import data, engine, runs
 from train_domain_classifier.network import build_classifier, load_model_state
 
 log = logging.getLogger("domain_classifier")
 
-# The recipe of REFERENCE section 7. A resumed run keeps all of these from its checkpoint;
-# giving one that differs is an error that names it.
+# The fork's recipe (docs/recipe.md section 7, model.recipes.FORK_CLASSIFIER). A resumed run
+# keeps all of these from its checkpoint; giving one that differs is an error that names it.
 # input_mode "resize" is the fork's whole-image resize; "crop" is this project's addition
 # (see data.py), view_size its whole-image size (0 = 2 x input_size).
-RECIPE = {"arch": "resnet50", "input_size": 112, "input_mode": "resize", "view_size": 0,
-          "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4, "milestones": [30, 60],
-          "gamma": 0.1, "val_fraction": 0.1, "max_images": 0, "seed": 0}
+RECIPE = {"arch": FORK_CLASSIFIER.arch, "input_size": FORK_CLASSIFIER.input_size,
+          "input_mode": FORK_CLASSIFIER.input_mode, "view_size": 0,
+          "batch_size": FORK_CLASSIFIER.batch_size, "lr": FORK_CLASSIFIER.lr,
+          "weight_decay": FORK_CLASSIFIER.weight_decay,
+          "milestones": list(FORK_CLASSIFIER.milestones), "gamma": FORK_CLASSIFIER.gamma,
+          "val_fraction": FORK_CLASSIFIER.val_fraction, "max_images": 0, "seed": 0}
 # Settings a resumed run may change (more epochs, other workers, data moved elsewhere).
-FREE = {"epochs": 100, "workers": 2, "coco_root": str(paths.DEFAULT_COCO_ROOT),
-        "log_dir": str(paths.DOMAIN_LOG_DIR), "cache_dir": None, "keep_last": 0,
-        "device": "auto", "pretrained": "auto"}
+FREE = {"epochs": FORK_CLASSIFIER.epochs, "workers": 2,
+        "coco_root": str(paths.DEFAULT_COCO_ROOT), "log_dir": str(paths.DOMAIN_LOG_DIR),
+        "cache_dir": None, "keep_last": 0, "device": "auto", "pretrained": "auto"}
 CSV_HEADER = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
               "seconds"]
 
@@ -133,14 +137,7 @@ def _train(config, state, resume_path, d):
     started = time.time()
     seed = config["seed"]
     torch.manual_seed(seed)
-    if state is not None:
-        run_dir = runs.run_dir_of(resume_path)
-        if d.main:  # a kill during a checkpoint write leaves its temporary file behind
-            for stale in (run_dir / "checkpoints").glob(".model_*.tmp"):
-                stale.unlink(missing_ok=True)
-    else:
-        run_dir = engine.broadcast_object(d, runs.new_run_dir(config["log_dir"]) if d.main else None)
-    run_dir = Path(run_dir)
+    run_dir = _run_dir(config, state, resume_path, d)
     train_ds, val_ds, split = prepare_data(config, d)
 
     # Building the image cache draws from torch's RNG (DataLoader base seeds): reseed, so the
@@ -154,90 +151,139 @@ def _train(config, state, resume_path, d):
                                   weight_decay=config["weight_decay"])
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config["milestones"],
                                                      gamma=config["gamma"])
-    start_epoch, history, best = 0, [], None
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history, best = state["epoch"], list(state["history"]), state.get("best")
-        log.info("resumed %s at epoch %d of %d", resume_path, start_epoch, config["epochs"])
-        if d.main and best is not None:  # best.json may name an epoch of the abandoned future
-            files.write_json(run_dir / runs.BEST_FILE, best, indent=1)
-    elif d.main:
-        files.write_json(run_dir / "config.json", dict(config, world_size=d.world), indent=1)
-        files.write_json(run_dir / "split.json", split)
+    start_epoch, history, best = _start_or_resume(config, state, resume_path, run_dir, split,
+                                                  optimizer, scheduler, d)
     if start_epoch >= config["epochs"]:
         log.info("nothing to do: the run already has %d epochs", start_epoch)
         return run_dir
-    net = model
-    if d.active:
-        net = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda"
-                                      else None)
-
-    sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True,
-                                 seed=seed)
-    generator = torch.Generator()
-    # Dropping the ragged last batch avoids a 1-sample BatchNorm batch; kept when it is all.
-    train_loader = engine.make_loader(train_ds, config["batch_size"], config["workers"], sampler,
-                                      generator, drop_last=len(sampler) >= config["batch_size"])
-    val_loader = engine.make_loader(engine.shard(val_ds, d), config["batch_size"],
-                                    config["workers"])
-    criterion = engine.make_criterion()
-    writer = summary_writer(run_dir / "tensorboard", start_epoch + 1) if d.main else None
-    log.info("training %s at %d px (%s%s) on %s x %d process(es), batch %d per process, "
-             "epochs %d..%d, seed %d -> %s", config["arch"], config["input_size"],
-             config["input_mode"], f" of a {config['view_size']} px view"
-             if config["input_mode"] == "crop" else "", d.device.type, d.world,
-             config["batch_size"], start_epoch + 1, config["epochs"], seed, run_dir)
-
+    loop = _EpochLoop(config, d, run_dir, model, optimizer, scheduler, history, best)
+    loop.start(train_ds, val_ds, start_epoch)
     for epoch in range(start_epoch + 1, config["epochs"] + 1):
-        t0 = time.time()
-        sampler.set_epoch(epoch)
-        s = engine.epoch_seed(seed, epoch, d.rank)
-        generator.manual_seed(s)
-        torch.manual_seed(s)
-        lr = optimizer.param_groups[0]["lr"]
-        tr = engine.train_one_epoch(net, train_loader, criterion, optimizer, d,
-                                    desc=f"epoch {epoch}")
-        engine.sync_buffers(model, d)
-        va = engine.evaluate(model, val_loader, d)
-        scheduler.step()
-        row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
-               "val_loss": va["loss"], "val_accuracy": va["accuracy"],
-               "seconds": round(time.time() - t0, 3), "train_samples": tr["samples"],
-               "val_samples": va["samples"]}
-        history.append(row)
-        ckpt = runs.checkpoint_path(run_dir, epoch)
-        improved = best is None or (va["accuracy"], -va["loss"]) > (best["val_accuracy"],
-                                                                     -best["val_loss"])
-        if improved:
-            best = {"epoch": epoch, "val_accuracy": va["accuracy"], "val_loss": va["loss"],
-                    "checkpoint": str(ckpt.relative_to(run_dir)), "seed": seed}
-        if d.main:
-            runs.save_checkpoint(ckpt, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "arch": config["arch"],
-                "input_size": config["input_size"], "input_mode": config["input_mode"],
-                "view_size": config["view_size"], "seed": seed,
-                "classes": list(data.CLASS_NAMES), "config": config, "history": history,
-                "best": best, "val": va})
-            if improved:
-                files.write_json(run_dir / runs.BEST_FILE, best, indent=1)
-            files.write_csv(run_dir / "log.csv", [[r[k] for k in CSV_HEADER] for r in history],
-                            CSV_HEADER)
-            for key in CSV_HEADER[1:-1]:
-                writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
-            writer.flush()
-            _prune(run_dir, config["keep_last"], best["epoch"])
-        log.info("epoch %d/%d  lr %.1e  train loss %.4f acc %.4f  val loss %.4f acc %.4f  "
-                 "%.1f s -> %s%s", epoch, config["epochs"], lr, tr["loss"], tr["accuracy"],
-                 va["loss"], va["accuracy"], row["seconds"], ckpt.name,
-                 " (best)" if improved else "")
-    if writer is not None:
-        writer.close()
+        loop.run_epoch(epoch)
+    loop.finish()
+    best = loop.best
     log.info("done in %.1f s: best epoch %d, validation accuracy %.4f, loss %.4f (%s)",
              time.time() - started, best["epoch"], best["val_accuracy"], best["val_loss"],
              run_dir / best["checkpoint"])
     return run_dir
+
+
+def _run_dir(config, state, resume_path, d):
+    """The resumed run's folder (its stale temporary files removed), or a new one."""
+    if state is not None:
+        run_dir = runs.run_dir_of(resume_path)
+        if d.main:  # a kill during a checkpoint write leaves its temporary file behind
+            for stale in (run_dir / "checkpoints").glob(".model_*.tmp"):
+                stale.unlink(missing_ok=True)
+    else:
+        run_dir = engine.broadcast_object(d, runs.new_run_dir(config["log_dir"]) if d.main
+                                          else None)
+    return Path(run_dir)
+
+
+def _start_or_resume(config, state, resume_path, run_dir, split, optimizer, scheduler, d):
+    """(epochs done, history, best): a resumed run's, with its optimizer and schedule restored;
+    for a new run nothing, after writing its config.json and split.json."""
+    if state is None:
+        if d.main:
+            files.write_json(run_dir / "config.json", dict(config, world_size=d.world), indent=1)
+            files.write_json(run_dir / "split.json", split)
+        return 0, [], None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    start_epoch, history, best = state["epoch"], list(state["history"]), state.get("best")
+    log.info("resumed %s at epoch %d of %d", resume_path, start_epoch, config["epochs"])
+    if d.main and best is not None:  # best.json may name an epoch of the abandoned future
+        files.write_json(run_dir / runs.BEST_FILE, best, indent=1)
+    return start_epoch, history, best
+
+
+class _EpochLoop:
+    """The epochs of a run: train, validate, step the schedule, then (rank 0) checkpoint,
+    best.json, log.csv, TensorBoard and pruning."""
+
+    def __init__(self, config, d, run_dir, model, optimizer, scheduler, history, best):
+        self.config, self.d, self.run_dir = config, d, run_dir
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.history, self.best = history, best
+        self.net = model
+        if d.active:
+            self.net = DistributedDataParallel(
+                model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+
+    def start(self, train_ds, val_ds, start_epoch):
+        config, d, seed = self.config, self.d, self.config["seed"]
+        self.sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank,
+                                          shuffle=True, seed=seed)
+        self.generator = torch.Generator()
+        # Dropping the ragged last batch avoids a 1-sample BatchNorm batch; kept when it is all.
+        self.train_loader = engine.make_loader(
+            train_ds, config["batch_size"], config["workers"], self.sampler, self.generator,
+            drop_last=len(self.sampler) >= config["batch_size"])
+        self.val_loader = engine.make_loader(engine.shard(val_ds, d), config["batch_size"],
+                                             config["workers"])
+        self.criterion = engine.make_criterion()
+        self.writer = (summary_writer(self.run_dir / "tensorboard", start_epoch + 1)
+                       if d.main else None)
+        log.info("training %s at %d px (%s%s) on %s x %d process(es), batch %d per process, "
+                 "epochs %d..%d, seed %d -> %s", config["arch"], config["input_size"],
+                 config["input_mode"], f" of a {config['view_size']} px view"
+                 if config["input_mode"] == "crop" else "", d.device.type, d.world,
+                 config["batch_size"], start_epoch + 1, config["epochs"], seed, self.run_dir)
+
+    def run_epoch(self, epoch):
+        t0 = time.time()
+        self.sampler.set_epoch(epoch)
+        s = engine.epoch_seed(self.config["seed"], epoch, self.d.rank)
+        self.generator.manual_seed(s)
+        torch.manual_seed(s)
+        lr = self.optimizer.param_groups[0]["lr"]
+        tr = engine.train_one_epoch(self.net, self.train_loader, self.criterion, self.optimizer,
+                                    self.d, desc=f"epoch {epoch}")
+        engine.sync_buffers(self.model, self.d)
+        va = engine.evaluate(self.model, self.val_loader, self.d)
+        self.scheduler.step()
+        row = {"epoch": epoch, "lr": lr, "train_loss": tr["loss"],
+               "train_accuracy": tr["accuracy"], "val_loss": va["loss"],
+               "val_accuracy": va["accuracy"], "seconds": round(time.time() - t0, 3),
+               "train_samples": tr["samples"], "val_samples": va["samples"]}
+        self.history.append(row)
+        ckpt = runs.checkpoint_path(self.run_dir, epoch)
+        best = self.best
+        improved = best is None or (va["accuracy"], -va["loss"]) > (best["val_accuracy"],
+                                                                     -best["val_loss"])
+        if improved:
+            self.best = {"epoch": epoch, "val_accuracy": va["accuracy"], "val_loss": va["loss"],
+                         "checkpoint": str(ckpt.relative_to(self.run_dir)),
+                         "seed": self.config["seed"]}
+        if self.d.main:
+            self._save(epoch, row, va, ckpt, improved)
+        log.info("epoch %d/%d  lr %.1e  train loss %.4f acc %.4f  val loss %.4f acc %.4f  "
+                 "%.1f s -> %s%s", epoch, self.config["epochs"], lr, tr["loss"],
+                 tr["accuracy"], va["loss"], va["accuracy"], row["seconds"], ckpt.name,
+                 " (best)" if improved else "")
+
+    def _save(self, epoch, row, va, ckpt, improved):
+        config, run_dir = self.config, self.run_dir
+        runs.save_checkpoint(ckpt, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": epoch, "arch": config["arch"],
+            "input_size": config["input_size"], "input_mode": config["input_mode"],
+            "view_size": config["view_size"], "seed": config["seed"],
+            "classes": list(data.CLASS_NAMES), "config": config, "history": self.history,
+            "best": self.best, "val": va})
+        if improved:
+            files.write_json(run_dir / runs.BEST_FILE, self.best, indent=1)
+        files.write_csv(run_dir / "log.csv",
+                        [[r[k] for k in CSV_HEADER] for r in self.history], CSV_HEADER)
+        for key in CSV_HEADER[1:-1]:
+            self.writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
+        self.writer.flush()
+        _prune(run_dir, config["keep_last"], self.best["epoch"])
+
+    def finish(self):
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _prune(run_dir, keep_last, best_epoch):

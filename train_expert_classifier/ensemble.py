@@ -8,7 +8,8 @@
           --compute_keypoint False --eval_compute_keypoint True
 --method fuse (ours): runs the three networks, averages their heatmaps and PAFs weighted by
     the domain probabilities, decodes once. Output: the "_ensemble_fuse" run folder
-    (evaluate with --effect _ensemble_fuse).
+    (evaluate with --effect _ensemble_fuse). --backend onnxruntime|openvino runs the experts'
+    exported .onnx models (python -m model.export) instead of Keras.
 With ground truth, ensemble_report.{json,csv} in that folder compares the method with each
 expert and with the oracle (the best expert per image by OKS: an upper bound), with timings.
 
@@ -17,9 +18,10 @@ expert and with the oracle (the best expert per image by OKS: an upper bound), w
 import argparse
 from pathlib import Path
 
-from model import paths
-from model.cli import (UserError, add_coco_root, add_data_type, check_data_type,
-                       ensure_writable_dir, main_guard, str2bool)
+from model import backends, paths
+from model.cli import (add_coco_root, add_data_type, check_data_type, ensure_writable_dir,
+                       main_guard, str2bool)
+from model.errors import UserError
 from model.ensemble import METHOD_EFFECT, STAT_NAMES, run
 from model.inference import SCALE_MODES
 
@@ -48,7 +50,10 @@ def parse_args(argv=None):
     f.add_argument("--config", default=None, help="network configuration of the experts "
                    "(model.network.CONFIGS)")
     f.add_argument("--weights", nargs=3, default=None, metavar=("NORMAL", "DARK", "MOTION_BLUR"),
-                   help="the experts' weight files")
+                   help="the experts' weight files: Keras .h5, or .onnx with --backend "
+                        "onnxruntime / openvino (default: the weights their runs recorded, "
+                        "for an ONNX backend the .onnx beside each)")
+    f.add_argument("--backend", default=backends.TENSORFLOW, help=backends.BACKEND_HELP)
     f.add_argument("--scale_search", type=float, nargs="+", default=None,
                    help="scale multipliers")
     f.add_argument("--scale_mode", choices=SCALE_MODES, default=None,
@@ -71,12 +76,14 @@ def main(argv=None):
         raise UserError(f"--fir_img_num must be >= 1, got {args.fir_img_num}")
     if not 0 <= args.skip_below < 1:
         raise UserError(f"--skip_below must be in [0, 1), got {args.skip_below}")
-    ensure_writable_dir(args.results_dir)
     fuse = None
     if args.method == "fuse":
+        backends.check_backend(args.backend)
+        backends.check_given_files(args.backend, args.weights, args.config)
         fuse = {k: getattr(args, k) for k in ("config", "weights", "scale_search",
                                                "scale_mode", "flip", "resolution",
-                                               "skip_below")}
+                                               "skip_below", "backend")}
+    ensure_writable_dir(args.results_dir)
     report = run(args.method, args.coco_dataType, args.results_dir, args.coco_root,
                  args.domain_results, args.fir_img_num, args.oracle, fuse)
     print(f"{args.method} ensemble of {args.coco_dataType}: {report['predictions']} predictions "

@@ -1,16 +1,16 @@
-"""Write the compact training / validation HDF5 files from COCO 2014 (REFERENCE section 4).
+"""Write the compact training / validation HDF5 files from COCO 2014 (docs/recipe.md section 4).
 
 Split: the first min(--val_holdout, half of val2014) images of val2014, in annotation order,
 form val_dataset_2014.h5; train_dataset_2014.h5 holds train2014 plus the rest of val2014
 (train2014 alone with --train_only true). One sample per main person. Every image is stored
-once as its original JPEG bytes and mask_miss once as PNG bytes (see model/coco_data.py for
+once as its original JPEG bytes and mask_miss once as PNG bytes (see model/hdf5.py for
 the layout). Bad images are skipped with a reason and counted. Files are written to a
 temporary name and renamed when complete; a file already written from the same inputs and
 flags is kept."""
 import argparse
 import os
 
-from model import cli, coco_data, paths
+from model import cli, coco, hdf5, paths
 
 
 def parse_args(argv=None):
@@ -23,7 +23,7 @@ def parse_args(argv=None):
     parser.add_argument("--train_only", type=cli.str2bool, default=False,
                         help="true: train on train2014 alone; false: also on the val2014 "
                              "images that are not held out (default: %(default)s)")
-    parser.add_argument("--val_holdout", type=int, default=coco_data.VAL_HOLDOUT,
+    parser.add_argument("--val_holdout", type=int, default=coco.VAL_HOLDOUT,
                         help="val2014 images held out as validation, capped at half of "
                              "val2014 (default: %(default)s, the reference's count)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
@@ -44,8 +44,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.ensure_writable_dir(args.out_dir)
-    reports = coco_data.generate_hdf5(args.coco_root, args.out_dir, args.train_only,
-                                      args.val_holdout, args.workers, args.overwrite)
+    reports = hdf5.generate_hdf5(args.coco_root, args.out_dir, args.train_only,
+                                 args.val_holdout, args.workers, args.overwrite)
     for split, r in reports.items():
         state = "kept (already complete)" if r.get("kept") else "written"
         skipped = sum(r["skipped"].values())

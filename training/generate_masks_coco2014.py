@@ -1,22 +1,24 @@
-"""Write mask_miss / mask_all PNGs for every COCO 2014 image (REFERENCE section 4).
+"""Write mask_miss / mask_all PNGs for every COCO 2014 image (docs/recipe.md section 4).
 
 <coco_root>/{train,val}mask2014/mask_miss_%012d.png: 255 = compute the loss, 0 = ignore
 (people without keypoints, crowd regions no labelled person covers; several crowds united).
 <coco_root>/{train,val}mask2014/mask_all_%012d.png: 255 = any person or crowd region.
-Files are written atomically, so a rerun skips every image whose two masks exist (unless
---overwrite: after the annotations changed, existing masks are stale)."""
+Files are written atomically, so a rerun skips every image whose two masks are complete PNGs
+of the image's size (a cheap header-and-trailer check); a truncated, empty, missing or
+wrong-size file has its pair written again, counted in the summary. --overwrite rewrites
+every pair (after the annotations changed, existing masks are stale)."""
 import argparse
 import os
 
-from model import cli, coco_data
+from model import cli, coco, masks
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_coco_root(parser)
-    parser.add_argument("--data_types", nargs="+", default=list(coco_data.SOURCES),
-                        choices=coco_data.SOURCES,
+    parser.add_argument("--data_types", nargs="+", default=list(coco.SOURCES),
+                        choices=coco.SOURCES,
                         help="annotation sets to process (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="worker processes (default: all cores, %(default)s)")
@@ -31,11 +33,13 @@ def parse_args(argv=None):
 @cli.main_guard
 def main(argv=None):
     args = parse_args(argv)
-    report = coco_data.generate_masks(args.coco_root, args.data_types, args.workers,
-                                      args.overwrite)
+    report = masks.generate_masks(args.coco_root, args.data_types, args.workers,
+                                  args.overwrite)
     for source, r in report.items():
-        print(f"{source}: {r['images']} images, {r['written']} mask pairs written, "
-              f"{r['existing']} already complete, {r['seconds']:.1f} s")
+        redone = sum(r["redone"].values())
+        print(f"{source}: {r['images']} images, {r['written']} mask pairs written "
+              f"({redone} of them replaced damaged files), {r['existing']} already complete, "
+              f"{r['seconds']:.1f} s")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,12 @@ import cv2
 
 from model import paths
 from model.augment import AugmentParams
-from model.cli import UserError, add_seed, ensure_writable_dir, main_guard, str2bool
+from model.cli import add_seed, ensure_writable_dir, main_guard, str2bool
+from model.domains import NORMAL
 from model.effects import PIXEL_EFFECTS
+from model.errors import UserError
 from model.files import write_bytes, write_json
+from model.hdf5 import Hdf5Samples
 
 log = logging.getLogger("inspect_dataset")
 
@@ -27,7 +30,7 @@ def parse_args(argv=None):
                    help="compact HDF5 of training/generate_hdf5_coco2014.py "
                         "(default: %(default)s)")
     p.add_argument("--num", type=int, default=8, help="samples to draw (default: %(default)s)")
-    p.add_argument("--effect", default="", choices=sorted(PIXEL_EFFECTS),
+    p.add_argument("--effect", default=NORMAL, choices=sorted(PIXEL_EFFECTS),
                    help="expert's effect applied to the crops (default: none)")
     p.add_argument("--out", default=paths.REPO_ROOT / "training" / "inspect",
                    help="output directory (default: %(default)s)")
@@ -51,9 +54,8 @@ def main(argv=None):
         params = AugmentParams(crop_size=args.crop_size)
     except ValueError as e:
         raise UserError(str(e)) from None
-    from model.coco_data import Hdf5Samples
     samples = Hdf5Samples(args.hdf5)    # a bad file fails here, before TensorFlow loads
-    from model.pipeline import PoseBatches, render_sample
+    from model.pipeline import PoseBatches, render_sample  # imports TensorFlow
     data = PoseBatches(samples, batch_size=1, effect=args.effect, num_stages=1,
                        params=params, seed=args.seed, augment=args.augment, epoch=args.epoch)
     indices = [int(i) for i in data.order[:args.num]]

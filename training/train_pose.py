@@ -6,19 +6,26 @@ The effect is applied on the fly to the augmented crops, so the three experts ("
 _motion_blur) train from the same HDF5 files. Checkpoints go to training/weights<effect>/
 (weights.NNNN.h5 after every epoch, train_state.h5, log.csv, run.json, logs/ for
 TensorBoard). Rerunning the same command after an interruption (even kill -9) continues
-from the last complete state; a finished run is left as it is."""
+from the last complete state; a finished run is left as it is.
+
+TensorFlow loads only after the flags and the input files are checked (model.train_config is
+free of it), so --help and bad input answer at once."""
 import argparse
 import os
 from pathlib import Path
 
-from model import network, paths, train
+from model import network, paths
 from model.cli import add_seed, main_guard, str2bool
+from model.domains import EXPERT_EFFECTS, NORMAL
+from model.recipes import per_config
+from model.schedules import SCHEDULES
+from model.train_config import DISTRIBUTE, INITS, TrainConfig, check_inputs
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--effect", default="", choices=list(paths.EXPERT_EFFECTS),
+    parser.add_argument("--effect", default=NORMAL, choices=list(EXPERT_EFFECTS),
                         help="the expert's domain effect (default: '' = normal)")
     parser.add_argument("--config", default="full", choices=list(network.CONFIGS),
                         help="network configuration (default: %(default)s)")
@@ -27,10 +34,9 @@ def parse_args(argv=None):
                              "(default: %(default)s)")
     parser.add_argument("--batch_size", type=int, default=10,
                         help="global batch, split over the replicas (default: %(default)s)")
-    parser.add_argument("--schedule", default="auto", choices=["auto", *train.SCHEDULES],
-                        help="learning-rate recipe; auto = " + ", ".join(
-                            f"{k}: {v}" for k, v in train.DEFAULT_SCHEDULE.items())
-                        + " (default: %(default)s)")
+    parser.add_argument("--schedule", default="auto", choices=["auto", *SCHEDULES],
+                        help="learning-rate recipe; auto = "
+                             + per_config(lambda r: r.schedule) + " (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=None,
                         help="base learning rate (default: the schedule's)")
     parser.add_argument("--weight_decay", type=float, default=None,
@@ -56,7 +62,7 @@ def parse_args(argv=None):
                              "(default: %(default)s)")
     parser.add_argument("--mixed_precision", type=str2bool, default=False,
                         help="float16 compute with loss scaling (default: %(default)s)")
-    parser.add_argument("--distribute", default="none", choices=list(train.DISTRIBUTE),
+    parser.add_argument("--distribute", default="none", choices=list(DISTRIBUTE),
                         help="none | mirrored (every visible GPU) | multiworker (TF_CONFIG) "
                              "(default: %(default)s)")
     parser.add_argument("--resume", type=str2bool, default=True,
@@ -64,18 +70,17 @@ def parse_args(argv=None):
                              "(default: %(default)s)")
     parser.add_argument("--batch_norm", default="auto", choices=["auto", "true", "false"],
                         help="batch normalisation while training, folded into the convolutions "
-                             "of every saved weights file; auto = " + ", ".join(
-                            f"{k}: {str(v).lower()}" for k, v in train.DEFAULT_BATCH_NORM.items())
-                        + " (default: %(default)s)")
-    parser.add_argument("--init", default="auto", choices=list(train.INITS),
+                             "of every saved weights file; auto = "
+                             + per_config(lambda r: str(r.batch_norm).lower())
+                             + " (default: %(default)s)")
+    parser.add_argument("--init", default="auto", choices=list(INITS),
                         help="initialisation without --weights: caffe = normal(0, 0.01) + "
                              "ImageNet VGG19 when it fits and is found; he = He-normal hidden "
                              "layers; auto = caffe if VGG19 is used, else he "
                              "(default: %(default)s)")
     parser.add_argument("--target_dist", type=float, default=None,
                         help="main person's height / crop size before the random scale "
-                             "(default: " + ", ".join(f"{k}: {v}" for k, v in
-                                                      train.TARGET_DIST.items()) + ")")
+                             "(default: " + per_config(lambda r: r.target_dist) + ")")
     parser.add_argument("--augment", type=str2bool, default=True,
                         help="random scale/rotation/shift/flip (default: %(default)s)")
     parser.add_argument("--tensorboard", type=str2bool, default=True,
@@ -85,10 +90,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-@main_guard
-def main(argv=None):
-    args = parse_args(argv)
-    cfg = train.TrainConfig(
+def config_from_args(args):
+    return TrainConfig(
         config=args.config, effect=args.effect, epochs=args.epochs, batch_size=args.batch_size,
         schedule=args.schedule, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         steps_per_epoch=args.steps_per_epoch, workers=args.workers,
@@ -97,9 +100,18 @@ def main(argv=None):
         val_hdf5=str(paths.hdf5_file(args.hdf5_dir, "val")),
         out_dir=str(args.out_dir) if args.out_dir else None, save_every=args.save_every,
         resume=args.resume, augment=args.augment, init=args.init, target_dist=args.target_dist,
-        batch_norm="auto" if args.batch_norm == "auto" else args.batch_norm == "true", tensorboard=args.tensorboard,
-        progress=args.progress)
-    result = train.train(cfg)
+        batch_norm="auto" if args.batch_norm == "auto" else args.batch_norm == "true",
+        tensorboard=args.tensorboard, progress=args.progress)
+
+
+@main_guard
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = config_from_args(args)
+    plan = check_inputs(cfg)
+    # Imported here, after the checks: it loads TensorFlow (a few seconds).
+    from model.trainer import Trainer
+    result = Trainer(cfg, plan).run()
     history = result["history"]
     if history:
         last = history[-1]

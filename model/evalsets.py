@@ -1,0 +1,185 @@
+"""The domain-shifted evaluation sets val2014_random1k{,_dark,_motion_blur,_resolution}.
+
+A seeded draw of held-out val2014 images (model.coco: never training images) that show at
+least one person with keypoints, unlike the fork's unseeded draw from all of val2014
+(docs/recipe.md sections 7 and 8). Each set is <coco_root>/images/<dataType>/ (original file
+names) plus annotations/person_keypoints_<dataType>.json: the drawn images in drawn order and
+their annotations; _resolution halves the images and scales keypoints, boxes, areas and
+segmentations (model.effects).
+"""
+import collections
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from model import paths
+from model.coco import VAL_HOLDOUT, format_counts, held_out_val_image_ids, load_coco_annotations
+from model.domains import LOW_RESOLUTION, NORMAL, TEST_EFFECTS
+from model.effects import apply_effect, low_resolution_size, scale_annotation
+from model.files import write_bytes, write_json
+from model.images import decode_image, inspect_image
+from model.skeleton import PERSON_CATEGORY
+
+log = logging.getLogger(__name__)
+
+JPEG_QUALITY = 95
+
+
+def eval_pool_image_ids(coco_val, val_holdout=VAL_HOLDOUT):
+    """Held-out val2014 images showing at least one person with labelled keypoints.
+
+    Images without such a person add nothing to keypoint AP, so they are not drawn."""
+    return [i for i in held_out_val_image_ids(coco_val, val_holdout)
+            if i in coco_val.anns and any(not a["iscrowd"] and a["num_keypoints"] > 0
+                                          for a in coco_val.anns[i])]
+
+
+def sample_eval_images(coco_val, coco_root, num, seed, val_holdout=VAL_HOLDOUT):
+    """Seeded draw of `num` readable images from the evaluation pool, in drawn order.
+
+    Returns (image ids, pool size, skipped reasons)."""
+    pool = eval_pool_image_ids(coco_val, val_holdout)
+    order = np.random.default_rng(seed).permutation(len(pool))
+    chosen, skipped = [], collections.Counter()
+    for k in order:
+        if len(chosen) == num:
+            break
+        image = coco_val.image(pool[k])
+        path = paths.image_dir(coco_root, "val2014") / paths.image_file_name("val2014",
+                                                                              image["id"])
+        try:
+            problem = inspect_image(path.read_bytes(), image["width"], image["height"])[0]
+        except OSError:
+            problem = "missing image file"
+        if problem:
+            skipped[problem] += 1
+            log.warning("evaluation sample: skipped val2014 image %d: %s", image["id"], problem)
+            continue
+        chosen.append(pool[k])
+    return chosen, len(pool), skipped
+
+
+def _domain_image(data, effect):
+    image = decode_image(data)
+    out = apply_effect(image, effect)
+    ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    return buf.tobytes(), out.shape[1], out.shape[0]
+
+
+def _domain_json(coco_val, ids, effect, signature, sizes):
+    images, annotations = [], []
+    for image_id in ids:
+        entry = dict(coco_val.image(image_id))
+        w, h = entry["width"], entry["height"]
+        new_w, new_h = sizes.get(image_id, (w, h))
+        entry.update(width=new_w, height=new_h)
+        images.append(entry)
+        for ann in coco_val.anns[image_id]:
+            raw = ann["raw"]
+            if (new_w, new_h) != (w, h):
+                raw = scale_annotation(raw, new_w / w, new_h / h, new_h, new_w)
+            annotations.append(raw)
+    dataset = coco_val.dataset
+    return {"info": dict(dataset.get("info") or {}, description=
+                         f"{paths.EVAL_BASE}{effect}: seeded sample of held-out val2014 images",
+                         domain_set=dict(signature, effect=effect)),
+            "licenses": dataset.get("licenses", []),
+            "images": images, "annotations": annotations,
+            "categories": dataset.get("categories") or [PERSON_CATEGORY]}
+
+
+def _draw_signature(coco_root, ids, num, seed, val_holdout):
+    """What a finished set records of its draw; a set recording the same one is kept."""
+    digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+    # The source's annotation file stands for val2014 itself: a regenerated synthetic val2014
+    # (new generator version) has new annotations, and then every image is rewritten.
+    source = hashlib.sha256(paths.annotation_file(coco_root, "val2014").read_bytes())
+    return {"seed": int(seed), "num": int(num), "val_holdout": int(val_holdout),
+            "images": len(ids), "image_ids_sha256": digest,
+            "val2014_annotations_sha256": source.hexdigest()[:16]}
+
+
+def _recorded_signature(ann_path):
+    """The draw an existing set's annotation file records, or None."""
+    try:
+        return json.loads(ann_path.read_text())["info"]["domain_set"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_domain_set(coco_root, coco_val, ids, effect, signature, rewrite):
+    """Images, then the annotation file of one set; images already there are kept unless
+    rewrite (resuming a set never completed)."""
+    start = time.time()
+    data_type = paths.EVAL_BASE + effect
+    source_dir = paths.image_dir(coco_root, "val2014")
+    out_dir = paths.image_dir(coco_root, data_type)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = {paths.image_file_name(data_type, i): i for i in ids}
+    stale = [p for p in out_dir.glob("COCO_val2014_*.jpg") if p.name not in names]
+    for p in stale:
+        p.unlink()
+    sizes, written = {}, 0
+    for name, image_id in tqdm(names.items(), desc=data_type, unit="img", mininterval=1.0):
+        target = out_dir / name
+        if effect == LOW_RESOLUTION:
+            image = coco_val.image(image_id)
+            sizes[image_id] = low_resolution_size(image["width"], image["height"])
+        if target.is_file() and not rewrite:
+            continue
+        data = (source_dir / paths.image_file_name("val2014", image_id)).read_bytes()
+        if effect != NORMAL:
+            data = _domain_image(data, effect)[0]
+        write_bytes(target, data)
+        written += 1
+    ann_path = paths.annotation_file(coco_root, data_type)
+    write_json(ann_path, _domain_json(coco_val, ids, effect, signature, sizes))
+    log.info("%s: %d images (%d written, %d stale removed), %s, %.1f s", data_type,
+             len(ids), written, len(stale), ann_path, time.time() - start)
+
+
+def make_domain_datasets(coco_root, num=1000, seed=0, val_holdout=VAL_HOLDOUT,
+                         effects=TEST_EFFECTS, overwrite=False):
+    """Write images/val2014_random1k<effect>/ + annotations/person_keypoints_<dataType>.json.
+
+    Drawn only from held-out val2014 images. A set whose annotation file records the same
+    draw from the same val2014 annotations is kept unless overwrite; one recorded from other
+    inputs is rewritten whole; the images of a set never completed are reused (resuming it).
+    Returns {"image_ids", "pool", "seed", "sets": {dataType: status}, "skipped"}."""
+    coco_root = Path(coco_root)
+    coco_val = load_coco_annotations(paths.annotation_file(coco_root, "val2014"))
+    held = held_out_val_image_ids(coco_val, val_holdout)
+    ids, pool, skipped = sample_eval_images(coco_val, coco_root, num, seed, val_holdout)
+    log.info("evaluation sample: drawn with seed %d from the %d held-out val2014 images with "
+             "people (first %d of val2014, never used for training by the HDF5 step)",
+             seed, pool, len(held))
+    if num > len(ids):
+        log.warning("evaluation sample: --num %d exceeds the %d usable images of the pool: "
+                    "taking all of them", num, len(ids))
+    if skipped:
+        log.warning("evaluation sample: skipped %s", format_counts(skipped))
+    signature = _draw_signature(coco_root, ids, num, seed, val_holdout)
+    status = {}
+    for effect in effects:
+        data_type = paths.EVAL_BASE + effect
+        ann_path = paths.annotation_file(coco_root, data_type)
+        # Images already there are reused only by a set that was never completed (resuming
+        # it); a set completed from other inputs is rewritten whole.
+        rewrite = overwrite or ann_path.is_file()
+        if (ann_path.is_file() and not overwrite
+                and _recorded_signature(ann_path) == dict(signature, effect=effect)):
+            log.info("%s: already complete, kept", data_type)
+            status[data_type] = "kept"
+            continue
+        _write_domain_set(coco_root, coco_val, ids, effect, signature, rewrite)
+        status[data_type] = "written"
+    return {"image_ids": ids, "pool": pool, "seed": int(seed), "sets": status,
+            "skipped": dict(skipped)}

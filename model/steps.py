@@ -1,0 +1,188 @@
+"""The steps of the whole experiment (run_experiment.py), as the command lines a user would type.
+
+Three groups, in the order they run:
+  data_steps        synthetic mini-COCO -> masks -> HDF5 -> the domain-shifted evaluation sets
+  training_steps    the three experts -> the domain classifier -> its validation and its
+                    domain probabilities for every evaluation set
+  evaluation_steps  per evaluation set: the three experts, the routed and the fused ensemble,
+                    then the experts' disagreement (uncertainty)
+Each builder takes the runner's resolved flags `a` (see run_experiment.parse_args), the output
+folders `d` (output_dirs) and the Runner (model.experiment), and returns a list of Steps. A
+step's outputs are the files that prove it finished; its `redo` flags make its script redo
+finished work when the step reruns (see model.experiment).
+"""
+import json
+from pathlib import Path
+
+from model import paths, synthetic
+from model.domains import EFFECT_NAMES, ENSEMBLE, ENSEMBLE_FUSE, EXPERT_EFFECTS, NORMAL
+from model.experiment import NOT_RUN, Step
+from model.runs import METRICS_CSV, run_folder
+
+SCRIPT = {
+    "synthetic": paths.DATASET_DIR / "make_synthetic_coco.py",
+    "masks": paths.REPO_ROOT / "training" / "generate_masks_coco2014.py",
+    "hdf5": paths.REPO_ROOT / "training" / "generate_hdf5_coco2014.py",
+    "domains": paths.DATASET_DIR / "make_domain_datasets.py",
+    "train_pose": paths.REPO_ROOT / "training" / "train_pose.py",
+    "train_classifier": paths.DOMAIN_CLASSIFIER_DIR / "train.py",
+    "validate_classifier": paths.DOMAIN_CLASSIFIER_DIR / "validate.py",
+    "classify": paths.DOMAIN_CLASSIFIER_DIR / "ensemble.py",
+    "eval": paths.REPO_ROOT / "eval" / "eval_coco2014_single_scale.py",
+    "ensemble": paths.REPO_ROOT / "train_expert_classifier" / "ensemble.py",
+    "uncertainty": paths.REPO_ROOT / "eval" / "util_ainu.py",
+}
+# The two ensembles: ensemble.py's --method and the model name their evaluation runs under.
+ENSEMBLE_METHODS = (("route", ENSEMBLE), ("fuse", ENSEMBLE_FUSE))
+
+
+def output_dirs(a):
+    """Where each stage writes: the repository's defaults, or all under --output_root."""
+    root = a.output_root
+    if root is None:
+        return {"hdf5": paths.DATASET_DIR, "weights": paths.expert_weights_dir,
+                "classifier_log": paths.DOMAIN_LOG_DIR, "domain": paths.DOMAIN_RESULTS_DIR,
+                "eval": paths.EVAL_RESULTS_DIR, "results": paths.RESULTS_DIR}
+    return {"hdf5": root / "hdf5", "weights": lambda e: root / f"weights{e}",
+            "classifier_log": root / "classifier_log", "domain": root / "domain_results",
+            "eval": root / "eval_results", "results": root / "results"}
+
+
+def num_eval_images(coco_root, data_type):
+    """Images the evaluation script takes by default: all of the set, at most 1000."""
+    with open(paths.annotation_file(coco_root, data_type)) as f:
+        return min(len(json.load(f)["images"]), 1000)
+
+
+# ------------------------------------------------------------------------------ data
+
+def data_steps(a, d, runner):
+    steps = []
+    if a.synthetic:
+        steps.append(Step("synthetic_coco", [
+            "python", SCRIPT["synthetic"], "--coco_root", a.coco_root, "--num_train",
+            a.num_train, "--num_val", a.num_val, "--seed", a.seed],
+            [paths.annotation_file(a.coco_root, "val2014")],
+            stamp=f"generator {synthetic.GENERATOR_VERSION}", redo=["--force", "true"]))
+    holdout, overwrite = ["--val_holdout", a.val_holdout], ["--overwrite", "true"]
+    return steps + [
+        Step("masks", ["python", SCRIPT["masks"], "--coco_root", a.coco_root], redo=overwrite),
+        Step("hdf5", ["python", SCRIPT["hdf5"], "--coco_root", a.coco_root, "--out_dir",
+                      d["hdf5"], *holdout],
+             [paths.hdf5_file(d["hdf5"], s) for s in ("train", "val")], redo=overwrite),
+        Step("domain_datasets", ["python", SCRIPT["domains"], "--coco_root", a.coco_root,
+                                 "--num", a.num_eval, "--seed", a.seed, *holdout],
+             [paths.annotation_file(a.coco_root, t) for t in paths.EVAL_DATATYPES],
+             redo=overwrite),
+    ]
+
+
+# ------------------------------------------------------------------------------ training
+
+def expert_epochs(a, effect):
+    """The normal expert trains --pose_epochs; the others fine-tune from it unless
+    --finetune_epochs is 0."""
+    return a.pose_epochs if effect == NORMAL or a.finetune_epochs == 0 else a.finetune_epochs
+
+
+def expert_weights(a, d, effect):
+    return d["weights"](effect) / f"weights.{expert_epochs(a, effect):04d}.h5"
+
+
+def expert_steps(a, d):
+    steps = []
+    for e in EXPERT_EFFECTS:
+        warm = (["--weights", d["weights"](NORMAL) / "train_state.h5"]
+                if e != NORMAL and a.finetune_epochs else [])
+        steps.append(Step(f"train_expert_{EFFECT_NAMES[e]}", [
+            "python", SCRIPT["train_pose"], "--effect", e, "--config", a.config,
+            "--epochs", expert_epochs(a, e), "--steps_per_epoch", a.pose_steps,
+            "--batch_size", a.pose_batch, "--hdf5_dir", d["hdf5"], "--out_dir",
+            d["weights"](e), "--seed", a.seed, "--progress", "false", *warm,
+            *a.pose_extra.split()], [expert_weights(a, d, e)], redo=["--resume", "false"]))
+    return steps
+
+
+def classifier_recipe(a):
+    """The settings of a classifier run (its config.json) that this runner chose."""
+    return {"arch": a.classifier_arch, "input_size": a.classifier_input_size,
+            "input_mode": a.classifier_input_mode, "val_fraction": a.classifier_val_fraction,
+            "milestones": [int(m) for m in a.classifier_milestones.split()], "seed": a.seed}
+
+
+def classifier_training_step(a, log_dir, runner):
+    """A new classifier run, or the continuation of the newest one (see the comment below)."""
+    train = Step("train_classifier", [
+        "python", SCRIPT["train_classifier"], "--coco_root", a.coco_root,
+        "--arch", a.classifier_arch, "--epochs", a.classifier_epochs,
+        "--input_size", a.classifier_input_size, "--milestones",
+        *a.classifier_milestones.split(), "--seed", a.seed, "--log_dir", log_dir,
+        "--input_mode", a.classifier_input_mode, "--val_fraction",
+        a.classifier_val_fraction, "--keep_last", a.classifier_keep_last])
+    runs = sorted(p for p in log_dir.glob("*") if (p / "checkpoints").is_dir()) \
+        if log_dir.is_dir() else []
+    # Continue the newest run only if the classifier step never finished here (an interrupted
+    # first run) and the run has this recipe, or if it is what the step finished with. Any
+    # other rerun (other settings, new data) starts a new run; old runs stay as they are.
+    if runs and _same_recipe(runs[-1], classifier_recipe(a)):
+        resume = Step("train_classifier", ["python", SCRIPT["train_classifier"], "--resume",
+                                           runs[-1], "--epochs", a.classifier_epochs])
+        if runner.is_done(resume) or runner.reason_to_run(train) == NOT_RUN:
+            return resume
+    return train
+
+
+def _same_recipe(run_dir, recipe):
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all(config.get(k) == v for k, v in recipe.items())
+
+
+def training_steps(a, d, runner):
+    log_dir = Path(d["classifier_log"])
+    validation = d["results"] / "classifier_validation"
+    steps = expert_steps(a, d) + [
+        classifier_training_step(a, log_dir, runner),
+        Step("validate_classifier", ["python", SCRIPT["validate_classifier"], "--log_dir",
+                                     log_dir, "--coco_root", a.coco_root, "--out_dir",
+                                     validation], [validation / "metrics.json"]),
+    ]
+    steps += [Step(f"classify_{t}", ["python", SCRIPT["classify"], "--coco_dataType", t,
+                                     "--coco_root", a.coco_root, "--log_dir", log_dir,
+                                     "--out_dir", d["domain"]], [d["domain"] / f"{t}.json"])
+              for t in paths.EVAL_DATATYPES]
+    return steps
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+def evaluation_steps(a, d, runner):
+    steps = []
+    for t in paths.EVAL_DATATYPES:
+        # The image count names the run folders; given explicitly, runs of an earlier, other
+        # sized set (say, before --num_val changed) are never mistaken for this one's.
+        num = num_eval_images(a.coco_root, t)
+        common = ["--coco_root", a.coco_root, "--results_dir", d["eval"], "--fir_img_num", num]
+
+        def metrics(effect, t=t, num=num):
+            return [run_folder(d["eval"], t, effect, num) / METRICS_CSV]
+        for e in EXPERT_EFFECTS:
+            steps.append(Step(f"eval_{t}_{EFFECT_NAMES[e]}", [
+                "python", SCRIPT["eval"], "--effect", e, "--coco_dataType", t, "--config",
+                a.config, "--scale_mode", a.scale_mode, "--scale_search", a.scale_search,
+                "--weights", expert_weights(a, d, e),
+                "--seed", a.seed, *common], metrics(e)))
+        for method, effect in ENSEMBLE_METHODS:
+            steps.append(Step(f"ensemble_{method}_{t}", [
+                "python", SCRIPT["ensemble"], "--coco_dataType", t, "--method", method,
+                "--domain_results", d["domain"] / f"{t}.json", *common,
+                *(["--skip_below", a.fuse_skip_below] if method == "fuse" else [])]))
+            steps.append(Step(f"eval_{t}_{EFFECT_NAMES[effect]}", [
+                "python", SCRIPT["eval"], "--effect", effect, "--coco_dataType", t,
+                "--compute_keypoint", "False", "--eval_compute_keypoint", "True",
+                "--seed", a.seed, *common], metrics(effect)))
+        steps.append(Step(f"uncertainty_{t}", ["python", SCRIPT["uncertainty"],
+                                                "--coco_dataType", t, *common]))
+    return steps

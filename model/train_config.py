@@ -1,0 +1,172 @@
+"""A training run's settings (TrainConfig) and what they resolve to (RunPlan), checked before
+TensorFlow starts: bad input is refused in well under a second instead of after the few
+seconds TensorFlow takes to load, so this module and its imports stay free of it.
+
+Every default that depends on the configuration (schedule, batch normalisation, init,
+target_dist) is read from the configuration's recipe (model.recipes).
+"""
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from model import network
+from model.augment import AugmentParams
+from model.domains import EXPERT_EFFECTS, NORMAL
+from model.effects import PIXEL_EFFECTS
+from model.errors import UserError
+from model.hdf5 import Hdf5Samples
+from model.paths import expert_weights_dir
+from model.recipes import get_recipe
+from model.schedules import get_schedule
+from model.state import run_signature
+
+DISTRIBUTE = ("none", "mirrored", "multiworker")
+INITS = ("auto", "caffe", "he")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on (the command line's flags)."""
+    config: str = "small"
+    effect: str = NORMAL
+    epochs: int = 10
+    batch_size: int = 10
+    schedule: str = "auto"
+    lr: float = None
+    weight_decay: float = None
+    seed: int = 0
+    steps_per_epoch: int = 0           # 0: one pass over the training data per epoch
+    workers: int = 1
+    mixed_precision: bool = False
+    distribute: str = "none"
+    devices: list = None               # MirroredStrategy devices (default: all GPUs)
+    weights: str = None                # initial weights (Keras file, converted CMU, VGG19)
+    train_hdf5: str = None
+    val_hdf5: str = None
+    out_dir: str = None
+    save_every: int = 1000             # iterations between mid-epoch states (0: epoch ends)
+    resume: bool = True
+    augment: bool = True
+    init: str = "auto"                 # see resolve_init
+    batch_norm: object = "auto"        # True, False or "auto" (see resolve_batch_norm)
+    target_dist: float = None          # see augment_params
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A TrainConfig resolved once by check_inputs."""
+    network: network.PoseConfig
+    schedule: object                   # model.schedules.Schedule
+    batch_norm: bool
+    init: str                          # "caffe" or "he"
+    augment: AugmentParams
+    signature: dict                    # model.state.run_signature
+    out_dir: Path
+    train_samples: Hdf5Samples
+    val_samples: Hdf5Samples
+
+
+def resolve_schedule(name, config):
+    """The Schedule of --schedule; "auto" (or empty) = the configuration's recipe's."""
+    if name in (None, "", "auto"):
+        name = get_recipe(network.get_config(config)).schedule
+    return get_schedule(name)
+
+
+def resolve_batch_norm(batch_norm, config):
+    """True/False as given; "auto"/None: the configuration's recipe's."""
+    if batch_norm in (None, "auto"):
+        return get_recipe(network.get_config(config)).batch_norm
+    return bool(batch_norm)
+
+
+def resolve_init(init, config, weights):
+    """"caffe" (normal 0.01 + ImageNet VGG19 when found) or "he"; "auto" = the recipe's, whose
+    "auto" is: caffe when initial weights are given or VGG19 fits and is found, else he."""
+    if init not in INITS:
+        raise UserError(f"unknown --init {init!r}; choose from {', '.join(INITS)}")
+    if init == "auto":
+        init = get_recipe(network.get_config(config)).init
+    if init != "auto":
+        return init
+    if weights is not None:
+        return "caffe"
+    cfg = network.get_config(config)
+    return "caffe" if cfg.width == 1.0 and network.find_vgg19_weights() else "he"
+
+
+def augment_params(config, target_dist=None):
+    """Augmentation of a configuration: docs/recipe.md section 5 at its crop size, the main
+    person scaled to `target_dist` (default: the recipe's) of the crop."""
+    cfg = network.get_config(config)
+    if target_dist is None:
+        target_dist = get_recipe(cfg).target_dist
+    return AugmentParams(crop_size=cfg.input_size, target_dist=float(target_dist))
+
+
+def probe_writable(folder):
+    """UserError unless a file can really be created in `folder` (root ignores mode bits,
+    so os.access alone says yes on a read-only mount)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise UserError(f"checkpoint folder {folder} is not writable: "
+                        f"{e.strerror or e}") from None
+    return folder
+
+
+def _check_flags(cfg):
+    """The checks that need no file."""
+    if cfg.effect not in PIXEL_EFFECTS or cfg.effect not in EXPERT_EFFECTS:
+        raise UserError(f"unknown effect {cfg.effect!r}; choose from {EXPERT_EFFECTS}")
+    for name in ("epochs", "batch_size"):
+        if int(getattr(cfg, name)) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.steps_per_epoch < 0 or cfg.save_every < 0 or cfg.workers < 0:
+        raise UserError("--steps_per_epoch, --save_every and --workers must be >= 0")
+    if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise UserError(f"--lr must be a positive number, got {cfg.lr}")
+    if cfg.distribute not in DISTRIBUTE:
+        raise UserError(f"unknown --distribute {cfg.distribute!r}; choose from {DISTRIBUTE}")
+
+
+def _open_data(cfg):
+    """(train samples, val samples) of the run's HDF5 files, checked against the flags."""
+    for what, p in (("training", cfg.train_hdf5), ("validation", cfg.val_hdf5)):
+        if p is None or not Path(p).is_file():
+            raise UserError(f"{what} HDF5 not found: {p} (write it with "
+                            "training/generate_hdf5_coco2014.py, or pass --hdf5_dir)")
+    train = Hdf5Samples(cfg.train_hdf5)
+    val = Hdf5Samples(cfg.val_hdf5)
+    if cfg.batch_size > len(train):
+        raise UserError(f"--batch_size {cfg.batch_size} is larger than the training data "
+                        f"({len(train)} samples in {cfg.train_hdf5})")
+    if len(val) == 0:
+        raise UserError(f"the validation HDF5 {cfg.val_hdf5} has no samples")
+    return train, val
+
+
+def check_inputs(cfg):
+    """Every check that needs no TensorFlow, before anything is built (UserError on bad
+    input); returns the RunPlan."""
+    pcfg = network.get_config(cfg.config)
+    schedule = resolve_schedule(cfg.schedule, pcfg)
+    init = resolve_init(cfg.init, pcfg, cfg.weights)
+    _check_flags(cfg)
+    train, val = _open_data(cfg)
+    if cfg.weights is not None and not Path(cfg.weights).is_file():
+        raise UserError(f"--weights file not found: {cfg.weights}")
+    out = Path(cfg.out_dir) if cfg.out_dir else expert_weights_dir(cfg.effect)
+    probe_writable(out)
+    batch_norm = resolve_batch_norm(cfg.batch_norm, pcfg)
+    params = augment_params(pcfg, cfg.target_dist)
+    signature = run_signature(cfg, pcfg, schedule, batch_norm, params.target_dist)
+    return RunPlan(pcfg, schedule, batch_norm, init, params, signature, out, train, val)
