@@ -494,8 +494,7 @@ def test_onnx_backends_give_the_keras_people(experts, synthetic_coco, tmp_path):
     assert "was exported from configuration 'small', not 'full'" in line
     line = error_line(run_demo("--image", tmp_path / "im.png", "--backend", "onnxruntime",
                                "--weights", experts[0], "--config", "small"))
-    assert line == f"error: {experts[0]} is not an ONNX model (DecodeError)" or \
-        "is not an ONNX model" in line
+    assert line.startswith(f"error: {experts[0]} is not an ONNX model")
     line = error_line(run_demo("--image", tmp_path / "im.png", "--backend", "openvino"))
     assert "--backend openvino runs an exported network: pass --weights FILE.onnx" in line
 

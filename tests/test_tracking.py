@@ -91,6 +91,21 @@ def test_a_person_missed_for_up_to_max_age_frames_gets_its_id_back(gap, same):
     assert tracker.update([person_at(101)], gap + 1) == ([0] if same else [1])
 
 
+def test_a_walking_person_missed_for_frames_is_found_where_it_walked_to():
+    """20 px per frame, missed for 3 frames: 80 px from its last pose when it comes back,
+    where a tracker without velocity sees OKS 0.0 and starts a new id."""
+    tracker = tracking.Tracker()
+    for f in range(4):
+        assert tracker.update([person_at(100 + 20 * f)], f) == [0]
+    for f in range(4, 7):
+        tracker.update([], f)
+    came_back = person_at(100 + 20 * 7)
+    assert tracker.update([came_back], 7) == [0]
+    still = tracking.Track(9, skeleton.cmu_to_coco(person_at(160)["keypoints"]), 3)
+    assert keypoints.prediction_oks(skeleton.cmu_to_coco(came_back["keypoints"])[None],
+                                    still.keypoints[None])[0, 0] < 0.05
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="min_oks"):
         tracking.Tracker(min_oks=0)
