@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 from model import paths
-from model.cli import add_coco_root, add_seed, main_guard, str2bool
+from model.cli import add_seed, main_guard, str2bool
 from model.experiment import Runner
 from model.recipes import RECIPES, get_recipe, per_config
-from model.steps import (data_steps, evaluation_steps, num_eval_images,
+from model.errors import UserError
+from model.steps import (check_flags, data_steps, evaluation_steps, num_eval_images,
                          output_dirs, training_steps)
 from model.report import write_summary
 
@@ -34,7 +35,9 @@ log = logging.getLogger("run_experiment")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_coco_root(p)
+    p.add_argument("--coco_root", type=Path, default=None,
+                   help="COCO 2014 layout: images/, annotations/ (default: <output_root>/COCO "
+                        f"with --output_root, else {paths.DEFAULT_COCO_ROOT})")
     add_seed(p)
     p.add_argument("--synthetic", type=str2bool, default=True,
                    help="generate the synthetic mini-COCO into --coco_root first")
@@ -104,6 +107,9 @@ def _single_scale(recipe):
 def resolve_defaults(a):
     """Fill in every flag left to --config from its recipe, so the steps and the summary's
     settings table show what ran."""
+    if a.coco_root is None:
+        a.coco_root = (paths.DEFAULT_COCO_ROOT if a.output_root is None
+                       else a.output_root / "COCO")
     recipe = get_recipe(a.config)
     c = recipe.classifier
     for name, value in (("classifier_arch", c.arch), ("classifier_epochs", c.epochs),
@@ -118,10 +124,22 @@ def resolve_defaults(a):
     return a
 
 
+def check_classifier_arch(arch):
+    """train.py's --arch choices; its torch module is imported only for a name no recipe
+    uses."""
+    if arch in {r.classifier.arch for r in RECIPES.values()}:
+        return
+    from train_domain_classifier.network import ARCHS
+    if arch not in ARCHS:
+        raise UserError(f"unknown --classifier_arch {arch!r}; choose from {', '.join(ARCHS)}")
+
+
 @main_guard
 def main(argv=None):
     a = parse_args(argv)
     d = output_dirs(a)
+    check_flags(a, d)
+    check_classifier_arch(a.classifier_arch)
     start = time.time()
     runner = Runner(d["results"] / "steps", force=a.force)
     # Later steps' commands depend on what earlier steps wrote (the classifier's run folder),

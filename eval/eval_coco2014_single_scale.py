@@ -15,7 +15,7 @@ the decoder is the same.
 import argparse
 import logging
 
-from model import backends, eval_run, evaluation, inference, paths
+from model import backends, eval_run, evaluation, inference, network, paths
 from model.cli import (add_coco_root, add_data_type, add_seed, check_data_type,
                        ensure_writable_dir, main_guard, str2bool)
 from model.domains import EFFECT_NAMES, ENSEMBLE, EVAL_MODELS, NORMAL
@@ -66,6 +66,9 @@ def parse_args(argv=None):
                         "crowded_background: adds their AP and PCK to the breakdown")
     p.add_argument("--results_dir", default=str(paths.EVAL_RESULTS_DIR),
                    help="parent of the run folders (default: %(default)s)")
+    p.add_argument("--allow_partial_weights", type=str2bool, default=False,
+                   help="accept a Keras weight file that lacks some layers of --config, "
+                        "which then keep their random initial values (default: false)")
     add_seed(p)
     return with_recipe_defaults(p.parse_args(argv))
 
@@ -124,6 +127,9 @@ def main(argv=None):
         weights, note = backends.find_model_file(args.backend, args.effect, args.weights,
                                                  args.config)
         backends.check_model_file(args.backend, weights, args.config)
+        if args.backend == backends.TENSORFLOW and not args.allow_partial_weights:
+            network.check_weight_coverage(args.config, weights,
+                                          "; pass --allow_partial_weights true to use it")
     run_dir = ensure_writable_dir(RunLayout(args.results_dir).folder(
         args.coco_dataType, args.effect, len(images), settings))
     log.info("%s model on %s: %d images -> %s (seed %d)", EFFECT_NAMES[args.effect],

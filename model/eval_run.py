@@ -13,11 +13,13 @@ import logging
 import time
 from dataclasses import asdict
 
-from model import backends, evaluation, files, inference, paths, runs
+from model import backends, evaluation, files, inference, network, paths, runs
 from model.domains import ENSEMBLE
 from model.errors import UserError
 
 log = logging.getLogger("eval")
+
+SHOWN_REASONS = 3     # skipped images whose reasons the log and metrics.csv name
 
 
 def _flags(args):
@@ -66,7 +68,12 @@ def predict(args, weights, note, images, settings, run_dir):
                                        seconds=done["seconds"] + seconds))
 
     start = time.perf_counter()
-    model = backends.load_model(args.backend, args.config, weights)
+    if args.backend == backends.TENSORFLOW:
+        model = network.load_pose_model(args.config, weights,
+                                        allow_partial=getattr(args, "allow_partial_weights",
+                                                              False))
+    else:
+        model = backends.load_model(args.backend, args.config, weights)
     log.info("model loaded in %.1f s; predicting %d images", time.perf_counter() - start,
              len(todo))
     folder = paths.image_dir(args.coco_root, args.coco_dataType)
@@ -85,12 +92,27 @@ def predict(args, weights, note, images, settings, run_dir):
         indent=1)
     partial.unlink(missing_ok=True)
     if skipped:
-        log.warning("%d of %d images could not be read and were skipped", len(skipped),
-                    len(images))
+        log.warning("%d of %d images could not be used and were skipped (not predicted, not "
+                    "scored): %s", len(skipped), len(images), _first_reasons(skipped))
     log.info("predicted %d images in %.1f s (%.3f s/image, network %.1f s): %d people",
              len(predicted), seconds, seconds / max(len(predicted), 1),
              info["network_seconds"], len(records))
     return records, predicted, seconds
+
+
+def _first_reasons(skipped):
+    """'image 5: reason; ...' for the first SHOWN_REASONS of [(image id, reason)]."""
+    shown = "; ".join(f"image {i}: {reason}" for i, reason in skipped[:SHOWN_REASONS])
+    return shown + (f"; ... {len(skipped) - SHOWN_REASONS} more"
+                    if len(skipped) > SHOWN_REASONS else "")
+
+
+def skipped_images(run_dir):
+    """[(image id, reason)] of the images the run's prediction skipped (its run.json)."""
+    path = run_dir / runs.RUN_JSON
+    run = files.read_json(path, "run settings") if path.is_file() else {}
+    skipped = run.get("skipped") if isinstance(run, dict) else None
+    return [(int(i), str(r)) for i, r in skipped] if isinstance(skipped, list) else []
 
 
 def saved_results(data_type, effect, coco, images, run_dir):
@@ -120,6 +142,12 @@ def evaluate(coco, records, predicted, seconds, run_dir, difficult_csv=None):
     if seconds is not None:
         rows += [("all", "prediction_seconds", float(seconds)),
                  ("all", "seconds_per_image", float(seconds) / max(len(predicted), 1))]
+    skipped = skipped_images(run_dir)
+    if skipped:   # only then: a run without skipped images keeps its metrics.csv as it was
+        rows.append(("all", "skipped_images", len(skipped)))
+        rows += [("skipped", f"image {i}: {reason}", 1) for i, reason in
+                 skipped[:SHOWN_REASONS]]
     runs.write_metrics(run_dir / runs.METRICS_CSV, rows)
-    log.info("evaluated %d images in %.1f s", len(predicted), time.perf_counter() - start)
+    log.info("evaluated %d images in %.1f s%s", len(predicted), time.perf_counter() - start,
+             f"; {len(skipped)} skipped images not scored" if skipped else "")
     return rows

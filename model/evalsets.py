@@ -22,7 +22,7 @@ from model import paths
 from model.coco import VAL_HOLDOUT, format_counts, held_out_val_image_ids, load_coco_annotations
 from model.domains import LOW_RESOLUTION, NORMAL, TEST_EFFECTS
 from model.effects import apply_effect, low_resolution_size, scale_annotation
-from model.files import write_bytes, write_json
+from model.files import check_writable_dir, ensure_writable_dir, write_bytes, write_json
 from model.images import decode_image, inspect_image
 from model.skeleton import PERSON_CATEGORY
 
@@ -122,7 +122,7 @@ def _write_domain_set(coco_root, coco_val, ids, effect, signature, rewrite):
     data_type = paths.EVAL_BASE + effect
     source_dir = paths.image_dir(coco_root, "val2014")
     out_dir = paths.image_dir(coco_root, data_type)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out_dir)
     names = {paths.image_file_name(data_type, i): i for i in ids}
     stale = [p for p in out_dir.glob("COCO_val2014_*.jpg") if p.name not in names]
     for p in stale:
@@ -156,6 +156,9 @@ def make_domain_datasets(coco_root, num=1000, seed=0, val_holdout=VAL_HOLDOUT,
     Returns {"image_ids", "pool", "seed", "sets": {dataType: status}, "skipped"}."""
     coco_root = Path(coco_root)
     coco_val = load_coco_annotations(paths.annotation_file(coco_root, "val2014"))
+    for effect in effects:   # every output checked before any work: nothing is half-written
+        check_writable_dir(paths.image_dir(coco_root, paths.EVAL_BASE + effect))
+        check_writable_dir(paths.annotation_file(coco_root, paths.EVAL_BASE + effect).parent)
     held = held_out_val_image_ids(coco_val, val_holdout)
     ids, pool, skipped = sample_eval_images(coco_val, coco_root, num, seed, val_holdout)
     log.info("evaluation sample: drawn with seed %d from the %d held-out val2014 images with "

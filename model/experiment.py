@@ -14,6 +14,7 @@ marker says so until the redo completes."""
 import json
 import logging
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -105,7 +106,10 @@ class Runner:
         result = subprocess.run(argv)
         seconds = time.time() - start
         if result.returncode != 0:
-            raise UserError(f"step '{step.name}' failed (exit {result.returncode}); "
+            how = (f"killed by {signal.Signals(-result.returncode).name}"
+                   if -result.returncode in signal.valid_signals()
+                   else f"exit {result.returncode}")
+            raise UserError(f"step '{step.name}' failed ({how}); "
                             f"fix the cause and rerun: finished steps are skipped")
         missing = [str(p) for p in step.output_paths() if not p.exists()]
         if missing:

@@ -1,32 +1,132 @@
-"""Atomic file writing: a file either exists complete or not at all."""
+"""Atomic file writing (a file either exists complete or not at all) and output folders."""
 import contextlib
 import csv
+import errno
 import json
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from model.errors import UserError
 
+log = logging.getLogger(__name__)
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+_REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.EEXIST: "a file is in the way",
+            errno.ENOTDIR: "a file is in the way"}
+
+
+def _reason(e):
+    return _REASONS.get(e.errno) or e.strerror or str(e)
+
+
+def check_writable_dir(path):
+    """UserError unless `path` is, or can be created as, a writable folder; creates nothing,
+    so a script can check its outputs before it reads its inputs."""
+    path = Path(path)
+    probe = path
+    while not probe.is_dir():
+        if probe.exists() or probe.is_symlink():
+            raise UserError(f"cannot create output directory {path}: {probe} exists and is "
+                            "not a folder")
+        if probe.parent == probe:
+            raise UserError(f"cannot create output directory {path}: {probe} does not exist")
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        if probe == path:
+            raise UserError(f"output directory is not writable: {path}")
+        raise UserError(f"cannot create output directory {path}: {probe} is not writable")
+    return path
+
+
+def ensure_writable_dir(path):
+    """Create `path` if needed; UserError (one line) if it cannot be created or written: a
+    file in the way, no permission, a read-only file system, no space left."""
+    path = check_writable_dir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output directory {path}: {_reason(e)}") from None
+    return path
+
+
+def _no_space(e):
+    text = str(e)
+    return (getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            or "No space left on device" in text or "errno = 28," in text)
+
+
+def temporary_prefix(path):
+    """Start of the temporary names of `path`: `.<name>.<pid>.<random>.tmp`, so a later run
+    can tell the leftovers of a dead process from the files of a live one."""
+    return f".{Path(path).name}."
 
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    A folder that cannot be created or written, or a disk that fills up, is a UserError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    ensure_writable_dir(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{temporary_prefix(path)}{os.getpid()}.",
+                                   suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {_reason(e)}") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and _no_space(e):
+            raise UserError(f"cannot write {path}: no space left on device") from None
         raise
+
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path):
+    """Delete the temporary files of `path` (atomic_path's names) whose writing process is
+    dead; those of live processes are kept. Returns the count removed (logged)."""
+    path = Path(path)
+    pattern = re.compile(re.escape(temporary_prefix(path)) + r"(\d+)\.[A-Za-z0-9_]+\.tmp")
+    removed = 0
+    if not path.parent.is_dir():
+        return 0
+    for p in path.parent.iterdir():
+        match = pattern.fullmatch(p.name)
+        if not match or _pid_alive(int(match.group(1))) or not p.is_file():
+            continue
+        try:
+            p.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("could not remove the leftover temporary file %s: %s", p, _reason(e))
+    if removed:
+        log.info("removed %d temporary file(s) of %s left by dead runs", removed, path)
+    return removed
 
 
 def write_bytes(path, data):

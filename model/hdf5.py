@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -34,7 +35,7 @@ from model import paths
 from model.coco import (SOURCES, VAL_HOLDOUT, format_counts, held_out_val_image_ids,
                         image_samples, load_coco_annotations)
 from model.errors import UserError
-from model.files import atomic_path
+from model.files import atomic_path, ensure_writable_dir, remove_stale_temporaries
 from model.images import decode_image, inspect_image
 from model.masks import encode_png, make_masks, mask_files, mask_fields
 from model.pool import map_jobs
@@ -45,6 +46,16 @@ log = logging.getLogger(__name__)
 FORMAT = "openpose-coco-compact"
 FORMAT_VERSION = 1
 _BYTES_CHUNK = 1 << 16       # HDF5 chunk of the byte arrays: a read touches few extra bytes
+_WRITE_IT = "write it again with training/generate_hdf5_coco2014.py"
+# per table: (length attribute, extra entries, datasets)
+_TABLES = (("num_images", 1, ("images/offsets", "masks/offsets")),
+           ("num_images", 0, ("images/id", "images/height", "images/width", "images/source")),
+           ("num_samples", 0, ("samples/image_index", "samples/objpos",
+                               "samples/scale_provided", "samples/num_people",
+                               "samples/joints")))
+# the writer sets the root attributes last, num_samples last of all: the completion mark
+_ATTRS = ("format", "format_version", "split", "params", "summary", "reference_layout_bytes",
+          "num_images", "num_samples")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -244,6 +255,60 @@ def write_hdf5(path, jobs, workers=None, params=None, split=""):
             "seconds": time.time() - start}
 
 
+# ----------------------------------------------------------------------------- layout check
+
+def layout_problem(f):
+    """What an open compact HDF5 lacks to be complete and readable by this version, or None:
+    format attributes first, then the datasets and their lengths."""
+    fmt = f.attrs.get("format")
+    if fmt is None:
+        return ("is not a compact COCO HDF5 (no 'format' attribute: written by another "
+                "program, or its writing never finished)")
+    if fmt != FORMAT:
+        return f"is not a compact COCO HDF5 (format {fmt!r}, expected {FORMAT!r})"
+    version = f.attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        return f"has format version {version}, this code reads version {FORMAT_VERSION}"
+    for name in ("images/bytes", "masks/bytes") + tuple(n for t in _TABLES for n in t[2]):
+        if not isinstance(f.get(name), h5py.Dataset):
+            return f"has no dataset '{name}' (written by another version?)"
+    for name in _ATTRS:
+        if name not in f.attrs:
+            return f"has no attribute '{name}' (its writing never finished)"
+    for attr, extra, names in _TABLES:
+        for name in names:
+            if len(f[name]) != int(f.attrs[attr]) + extra:
+                return (f"has {len(f[name])} entries in '{name}' for {int(f.attrs[attr])} "
+                        f"{attr[4:]} (damaged?)")
+    for group in ("images", "masks"):
+        offsets, data = f[f"{group}/offsets"], f[f"{group}/bytes"]
+        if len(offsets) and int(offsets[-1]) != len(data):
+            return (f"has {len(data)} bytes in '{group}/bytes' where its offsets end at "
+                    f"{int(offsets[-1])} (damaged?)")
+    return None
+
+
+def _open_problem(e):
+    """One phrase for h5py's error on opening a file."""
+    text = str(e)
+    m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if m:
+        return (f"is truncated ({m.group(1)} of {m.group(2)} bytes: its copy or writing "
+                "did not finish)")
+    if "file signature not found" in text:
+        return "is not an HDF5 file"
+    return f"cannot be read as HDF5 ({text})"
+
+
+def completion_problem(path):
+    """Why the compact HDF5 at `path` is not complete (a phrase), or None when it is."""
+    try:
+        with h5py.File(path, "r") as f:
+            return layout_problem(f)
+    except OSError as e:
+        return _open_problem(e)
+
+
 def stored_params(path):
     """The params a compact HDF5 was written with, or None if it is not one."""
     try:
@@ -282,14 +347,15 @@ def generate_hdf5(coco_root, out_dir, train_only=False, val_holdout=VAL_HOLDOUT,
         parts["train"].append(("val2014", [i for i in cocos["val2014"].image_ids
                                            if i not in held_set]))
     stamps = {s: _file_stamp(cocos[s].path) for s in SOURCES}
+    ensure_writable_dir(out_dir)     # after the inputs are checked: a failed start leaves none
     reports = {}
     for split in ("train", "val"):
         out = paths.hdf5_file(out_dir, split)
+        remove_stale_temporaries(out)
         params = {"format_version": FORMAT_VERSION, "val_holdout": int(val_holdout),
                   "train_only": bool(train_only) if split == "train" else False,
                   "annotations": stamps, "coco_root": str(coco_root.resolve())}
-        if out.is_file() and not overwrite and stored_params(out) == params:
-            log.info("hdf5 %s: %s already complete with these inputs, kept", split, out)
+        if out.is_file() and not overwrite and _is_kept(out, params, split):
             reports[split] = dict(summarize_hdf5(out), kept=True)
             continue
         jobs, without = [], 0
@@ -315,6 +381,19 @@ def generate_hdf5(coco_root, out_dir, train_only=False, val_holdout=VAL_HOLDOUT,
     return reports
 
 
+def _is_kept(out, params, split):
+    """True when `out` is complete (its completion mark is there) and was written with
+    `params`; an incomplete file is logged and written again."""
+    problem = completion_problem(out)
+    if problem:
+        log.warning("hdf5 %s: %s %s: written again", split, out, problem)
+        return False
+    if stored_params(out) != params:
+        return False
+    log.info("hdf5 %s: %s already complete with these inputs, kept", split, out)
+    return True
+
+
 def summarize_hdf5(path):
     """Sizes and counts of a written compact HDF5 (for logs and benchmarks)."""
     with h5py.File(path, "r") as f:
@@ -338,6 +417,18 @@ class Sample(NamedTuple):
     image_id: int
 
 
+def _decode_mask(data):
+    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+
+
+def _decoded(decode, data):
+    """decode(data), None if the bytes are not an image (OpenCV raises on empty bytes)."""
+    try:
+        return decode(data) if len(data) else None
+    except cv2.error:
+        return None
+
+
 class Hdf5Samples:
     """Samples of a compact HDF5, one per main person.
 
@@ -350,10 +441,14 @@ class Hdf5Samples:
             raise UserError(f"HDF5 file not found: {self.path} "
                             "(write it with training/generate_hdf5_coco2014.py)")
         try:
-            with h5py.File(self.path, "r") as f:
-                if f.attrs.get("format") != FORMAT:
-                    raise UserError(f"{self.path} is not a compact COCO HDF5 "
-                                    "(write it with training/generate_hdf5_coco2014.py)")
+            f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise UserError(f"HDF5 file {self.path} {_open_problem(e)}: {_WRITE_IT}") from None
+        try:
+            with f:
+                problem = layout_problem(f)
+                if problem:
+                    raise UserError(f"HDF5 file {self.path} {problem}: {_WRITE_IT}")
                 self._image_offsets = f["images/offsets"][:]
                 self._mask_offsets = f["masks/offsets"][:]
                 self._image_ids = f["images/id"][:].astype(np.int64)
@@ -367,8 +462,6 @@ class Hdf5Samples:
                               for k, v in f.attrs.items()}
         except OSError as e:
             raise UserError(f"cannot read HDF5 file {self.path}: {e}") from None
-        except KeyError as e:
-            raise UserError(f"HDF5 file {self.path} lacks {e}: rewrite it") from None
         self.image_ids = self._image_ids[self._image_index]
         self._handle = None
 
@@ -387,18 +480,29 @@ class Hdf5Samples:
         if not -n <= i < n:
             raise IndexError(f"sample {i} out of range ({n} samples)")
         i = int(i) % n
-        image_bytes, mask_bytes, joints = self._datasets()
         k = int(self._image_index[i])
-        image = decode_image(image_bytes[self._image_offsets[k]:self._image_offsets[k + 1]])
+        try:
+            image_bytes, mask_bytes, joints = self._datasets()
+            image = _decoded(decode_image, image_bytes[self._image_offsets[k]:
+                                                       self._image_offsets[k + 1]])
+            lo, hi = self._mask_offsets[k], self._mask_offsets[k + 1]
+            mask = None if hi == lo else _decoded(_decode_mask, mask_bytes[lo:hi])
+            people = joints[i, :self._num_people[i]]
+        except OSError as e:
+            raise UserError(f"cannot read sample {i} (image {self._image_ids[k]}) of HDF5 file "
+                            f"{self.path}: {e}") from None
         if image is None:
-            raise OSError(f"{self.path}: image {self._image_ids[k]} does not decode")
-        lo, hi = self._mask_offsets[k], self._mask_offsets[k + 1]
+            raise self._damaged(i, k, "image")
         if hi == lo:
             mask = np.full((self._heights[k], self._widths[k]), 255, np.uint8)
-        else:
-            mask = cv2.imdecode(mask_bytes[lo:hi], cv2.IMREAD_GRAYSCALE)
-        return Sample(image, mask, joints[i, :self._num_people[i]], self._objpos[i].copy(),
-                      float(self._scale[i]), int(self._image_ids[k]))
+        elif mask is None or mask.shape != (self._heights[k], self._widths[k]):
+            raise self._damaged(i, k, "mask")
+        return Sample(image, mask, people, self._objpos[i].copy(), float(self._scale[i]),
+                      int(self._image_ids[k]))
+
+    def _damaged(self, i, k, what):
+        return UserError(f"HDF5 file {self.path}: the {what} of record {k} (image "
+                         f"{self._image_ids[k]}, sample {i}) does not decode: {_WRITE_IT}")
 
     def close(self):
         if self._handle is not None and self._handle[0] == os.getpid():

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from model import decode
 from model.errors import UserError
-from model.images import MISSING, UNREADABLE, read_image
+from model.images import MISSING, UNREADABLE, read_image, read_image_checked
 from model.skeleton import (CMU_PARTS, FLIP_CMU, LIMBS, NUM_HEATMAPS, NUM_LIMBS, NUM_PAFS,
                             NUM_PARTS)
 
@@ -376,6 +376,18 @@ def read_image_or_reason(path):
     return image, None
 
 
+def read_set_image(path, image_info):
+    """(BGR uint8 image, None) or (None, reason naming the file) for an image of an evaluation
+    set: read by model.images.read_image_checked, so a truncated file, or one whose size
+    differs from the annotation's width and height (when the image dict has them), is
+    refused instead of predicted on its grey remainder."""
+    path = Path(path)
+    size = ((int(image_info["width"]), int(image_info["height"]))
+            if "width" in image_info and "height" in image_info else None)
+    image, reason = read_image_checked(path, size)
+    return (image, None) if image is not None else (None, f"{reason}: {path}")
+
+
 class _Worker(threading.Thread):
     """A daemon thread whose exception is re-raised by `check()` in the caller's thread."""
 
@@ -434,7 +446,7 @@ class _SetPrediction:
     def load(self, order):
         """Loader thread: every image of `order` as an ("image", ...) or ("skip", ...) item."""
         for im in order:
-            image, reason = read_image_or_reason(self.image_dir / im["file_name"])
+            image, reason = read_set_image(self.image_dir / im["file_name"], im)
             if image is None:
                 self.loaded.put(("skip", int(im["id"]), reason))
                 continue

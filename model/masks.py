@@ -20,7 +20,7 @@ from pycocotools import mask as mask_utils
 from model import paths
 from model.coco import SOURCES, as_int, finite_numbers, format_counts, load_coco_annotations
 from model.errors import UserError
-from model.files import write_bytes
+from model.files import ensure_writable_dir, write_bytes
 from model.images import png_size
 from model.pool import map_jobs
 
@@ -166,8 +166,7 @@ def generate_masks(coco_root, sources=SOURCES, workers=None, overwrite=False):
             log.warning("masks %s: %d existing pairs redone: %s", source, sum(redone.values()),
                         format_counts(redone))
         if jobs:
-            paths.mask_dir(coco_root, source.replace("2014", "")).mkdir(parents=True,
-                                                                         exist_ok=True)
+            ensure_writable_dir(paths.mask_dir(coco_root, source.replace("2014", "")))
         notes = collections.Counter()
         try:
             # the notes are only counted, so they may arrive in any order

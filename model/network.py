@@ -460,8 +460,31 @@ def find_weights(effect=NORMAL, weights=None, epoch=DEFAULT_EPOCH):
         f"--caffemodel pose_iter_440000.caffemodel --out {wanted}, or pass --weights FILE")
 
 
-def load_pose_model(config, weights_path):
-    """The Keras test model of `config` with the weights of `weights_path` (by layer name)."""
+def missing_layers(config, weights_path):
+    """The convolutions of `config` (in network order) that the weight file has no weights
+    for; reads the file (UserError if it cannot)."""
+    found = read_weight_file(weights_path)
+    return [spec.name for spec in conv_layers(config) if spec.name not in found]
+
+
+def check_weight_coverage(config, weights_path, hint=""):
+    """UserError naming the first layer of `config` that the weight file lacks: for
+    inference, where a layer left at its initial values gives maps that look like maps."""
+    missing = missing_layers(config, weights_path)
+    if missing:
+        name = config if isinstance(config, str) else config.name
+        raise UserError(f"weight file {weights_path} lacks layer {missing[0]} of the {name!r} "
+                        f"configuration ({len(missing)} of {len(conv_layers(config))} layers "
+                        f"missing){hint}")
+
+
+def load_pose_model(config, weights_path, allow_partial=False):
+    """The Keras test model of `config` with the weights of `weights_path` (by layer name).
+
+    A file that lacks a layer of the configuration is refused (UserError naming the first)
+    unless allow_partial, which keeps such layers at their initial values."""
+    if not allow_partial:
+        check_weight_coverage(config, weights_path)
     return build_pose_model(config, training=False, weights=str(weights_path), vgg19=None)
 
 

@@ -5,8 +5,15 @@ does not depend on the process that computed it, nor on the number of workers.
 """
 import multiprocessing
 import os
+import signal
 
 from tqdm import tqdm
+
+
+def _ignore_interrupts():
+    """Pool worker start: Ctrl-C reaches the whole process group; the parent handles it (and
+    terminates the pool), so the workers do not each print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def map_jobs(fn, jobs, workers=None, desc=None, ordered=True, chunksize=None, min_jobs=1,
@@ -25,6 +32,7 @@ def map_jobs(fn, jobs, workers=None, desc=None, ordered=True, chunksize=None, mi
         chunksize = max(1, min(32, len(jobs) // (8 * workers)))
     # spawn, not fork: callers (tests, notebooks) may run TensorFlow or torch threads that a
     # fork would copy in an undefined state.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_ignore_interrupts) as pool:
         mapper = pool.imap if ordered else pool.imap_unordered
         yield from tqdm(mapper(fn, jobs, chunksize=chunksize), **bar)

@@ -186,7 +186,9 @@ def run_signature(cfg, network, schedule, batch_norm, target_dist):
             "weight_decay": float(schedule.weight_decay if cfg.weight_decay is None
                                   else cfg.weight_decay),
             "seed": int(cfg.seed), "steps_per_epoch": int(cfg.steps_per_epoch),
-            "mixed_precision": bool(cfg.mixed_precision), "augment": bool(cfg.augment),
+            "mixed_precision": ("float16" if cfg.mixed_precision is True
+                                else cfg.mixed_precision or False),
+            "augment": bool(cfg.augment),
             "batch_norm": batch_norm, "target_dist": target_dist,
             "data": data_fingerprint(cfg.train_hdf5, cfg.val_hdf5)}
 
@@ -194,8 +196,11 @@ def run_signature(cfg, network, schedule, batch_norm, target_dist):
 def check_resume(state, signature, state_path):
     """UserError naming every difference between a state's signature and this run's."""
     # A key the state does not record (written before the key existed) is not compared.
-    diff = [f"{k} {state.signature[k]!r} (now {v!r})" for k, v in signature.items()
-            if k in state.signature and state.signature[k] != v]
+    recorded = dict(state.signature)
+    if recorded.get("mixed_precision") is True:   # written when true meant float16
+        recorded["mixed_precision"] = "float16"
+    diff = [f"{k} {recorded[k]!r} (now {v!r})" for k, v in signature.items()
+            if k in recorded and recorded[k] != v]
     if diff:
         raise UserError(f"{state_path} belongs to another run: " + ", ".join(diff)
                         + "; rerun with the same flags, --resume false to start over, or "

@@ -11,13 +11,18 @@ folders `d` (output_dirs) and the Runner (model.experiment), and returns a list 
 step's outputs are the files that prove it finished; its `redo` flags make its script redo
 finished work when the step reruns (see model.experiment).
 """
+import contextlib
+import io
 import json
+import math
 from pathlib import Path
 
 from model import paths, synthetic
 from model.domains import EFFECT_NAMES, ENSEMBLE, ENSEMBLE_FUSE, EXPERT_EFFECTS, NORMAL
+from model.errors import UserError
 from model.experiment import NOT_RUN, Step
 from model.runs import METRICS_CSV, run_folder
+from model.train_cli import build_parser
 
 SCRIPT = {
     "synthetic": paths.DATASET_DIR / "make_synthetic_coco.py",
@@ -52,6 +57,55 @@ def num_eval_images(coco_root, data_type):
     """Images the evaluation script takes by default: all of the set, at most 1000."""
     with open(paths.annotation_file(coco_root, data_type)) as f:
         return min(len(json.load(f)["images"]), 1000)
+
+
+# ------------------------------------------------------------------------------ checks
+
+def _train_pose_error(argv):
+    """The one-line error of train_pose.py's own flag parser on argv, or None if it takes it."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            build_parser().parse_args([str(x) for x in argv])
+    except SystemExit as e:
+        if e.code:
+            lines = err.getvalue().strip().splitlines()
+            return lines[-1].split("error: ", 1)[-1] if lines else "invalid flags"
+    return None
+
+
+def check_flags(a, d):
+    """UserError, before step 1, for any flag the steps' scripts would refuse later (the
+    classifier's architecture is checked by run_experiment.py, which may import torch)."""
+    counts = {"num_train": 1, "num_val": 1, "val_holdout": 1, "num_eval": 1,
+              "pose_epochs": 1, "finetune_epochs": 0, "pose_steps": 0, "pose_batch": 1,
+              "classifier_epochs": 1, "classifier_input_size": 1, "classifier_keep_last": 0}
+    for name, least in counts.items():
+        if getattr(a, name) < least:
+            raise UserError(f"--{name} must be >= {least}, got {getattr(a, name)}")
+    try:
+        milestones = [int(m) for m in a.classifier_milestones.split()]
+    except ValueError:
+        raise UserError(f"--classifier_milestones must be whole numbers, got "
+                        f"{a.classifier_milestones!r}") from None
+    if any(m < 1 for m in milestones):
+        raise UserError(f"--classifier_milestones must be >= 1, got {a.classifier_milestones!r}")
+    if not 0 < a.classifier_val_fraction < 1:
+        raise UserError(f"--classifier_val_fraction must be in (0, 1), got "
+                        f"{a.classifier_val_fraction}")
+    if not 0 <= a.fuse_skip_below < 1:
+        raise UserError(f"--fuse_skip_below must be in [0, 1), got {a.fuse_skip_below}")
+    if not (a.scale_search > 0 and math.isfinite(a.scale_search)):
+        raise UserError(f"--scale_search must be a positive number, got {a.scale_search}")
+    if not a.synthetic and not paths.annotation_file(a.coco_root, "val2014").is_file():
+        raise UserError(f"--coco_root {a.coco_root} holds no "
+                        f"{paths.annotation_file(a.coco_root, 'val2014').relative_to(a.coco_root)}"
+                        f"; download COCO 2014 or use --synthetic true")
+    for step in expert_steps(a, d):
+        problem = _train_pose_error(step.command[2:])
+        if problem:
+            raise UserError(f"train_pose.py refuses the flags of step {step.name} "
+                            f"(--pose_extra {a.pose_extra!r}): {problem}")
 
 
 # ------------------------------------------------------------------------------ data

@@ -5,6 +5,7 @@ seconds TensorFlow takes to load, so this module and its imports stay free of it
 Every default that depends on the configuration (schedule, batch normalisation, init,
 target_dist) is read from the configuration's recipe (model.recipes).
 """
+import json
 import math
 import os
 import tempfile
@@ -24,6 +25,28 @@ from model.state import run_signature
 
 DISTRIBUTE = ("none", "mirrored", "multiworker")
 INITS = ("auto", "caffe", "he")
+# --mixed_precision: False (float32), or the compute dtype of Keras' mixed policy. float16
+# trains with dynamic loss scaling; bfloat16 has float32's exponent range and needs none.
+MIXED_PRECISION = ("false", "float16", "bfloat16")
+KERAS_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+# Old command lines and configurations: "true" (and True) meant float16.
+_PRECISION_ALIASES = {**dict.fromkeys(("true", "t", "1", "yes", "y", "on", "mixed_float16"),
+                                      "float16"),
+                      **dict.fromkeys(("f", "0", "no", "n", "off", "none"), "false"),
+                      "mixed_bfloat16": "bfloat16"}
+
+
+def resolve_mixed_precision(value):
+    """False, "float16" or "bfloat16" for a --mixed_precision value (True and "true" are
+    float16); UserError for anything else."""
+    if value is None or value is False:
+        return False
+    text = "float16" if value is True else _PRECISION_ALIASES.get(str(value).strip().lower(),
+                                                                  str(value).strip().lower())
+    if text not in MIXED_PRECISION:
+        raise UserError(f"unknown --mixed_precision {value!r}; choose from "
+                        f"{', '.join(MIXED_PRECISION)}")
+    return False if text == "false" else text
 
 
 @dataclass
@@ -39,8 +62,9 @@ class TrainConfig:
     seed: int = 0
     steps_per_epoch: int = 0           # 0: one pass over the training data per epoch
     workers: int = 1
-    mixed_precision: bool = False
+    mixed_precision: object = False    # False, "float16" or "bfloat16" (True = float16)
     distribute: str = "none"
+    collective_timeout: float = 300.0  # multiworker: seconds to wait for the cluster / a peer
     devices: list = None               # MirroredStrategy devices (default: all GPUs)
     weights: str = None                # initial weights (Keras file, converted CMU, VGG19)
     train_hdf5: str = None
@@ -134,8 +158,44 @@ def _check_flags(cfg):
         raise UserError("--steps_per_epoch, --save_every and --workers must be >= 0")
     if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UserError(f"--lr must be a positive number, got {cfg.lr}")
+    cfg.mixed_precision = resolve_mixed_precision(cfg.mixed_precision)
     if cfg.distribute not in DISTRIBUTE:
         raise UserError(f"unknown --distribute {cfg.distribute!r}; choose from {DISTRIBUTE}")
+    if not (cfg.collective_timeout > 0 and math.isfinite(cfg.collective_timeout)):
+        raise UserError(f"--collective_timeout must be a positive number of seconds, got "
+                        f"{cfg.collective_timeout}")
+    if cfg.distribute == "multiworker":
+        check_tf_config(os.environ.get("TF_CONFIG"))
+
+
+def check_tf_config(text):
+    """The TF_CONFIG of a multi-worker run, parsed and checked (UserError naming what is
+    wrong): {"cluster": {"worker": ["host:port", ...], ...}, "task": {"type", "index"}}."""
+    if not text:
+        raise UserError("--distribute multiworker needs the TF_CONFIG environment variable "
+                        "(cluster and this worker's task); see README")
+    try:
+        tf_config = json.loads(text)
+    except ValueError as e:
+        raise UserError(f"TF_CONFIG is not valid JSON: {e}") from None
+    cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise UserError('TF_CONFIG has no "cluster" (e.g. {"worker": ["host1:12345", '
+                        '"host2:12345"]})')
+    for job, tasks in cluster.items():
+        if (not isinstance(tasks, list) or not tasks
+                or not all(isinstance(t, str) and t.rpartition(":")[2].isdigit() for t in tasks)):
+            raise UserError(f'TF_CONFIG cluster job "{job}" must list "host:port" addresses, '
+                            f"got {tasks!r}")
+    task = tf_config.get("task")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise UserError('TF_CONFIG has no "task" with "type" and "index" (this process\'s '
+                        'place in the cluster, e.g. {"type": "worker", "index": 0})')
+    job, index = task["type"], task["index"]
+    if job not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[job]):
+        raise UserError(f"TF_CONFIG task {job!r} {index!r} is not in its cluster "
+                        f"({', '.join(f'{j}: {len(t)}' for j, t in cluster.items())})")
+    return tf_config
 
 
 def _open_data(cfg):

@@ -7,13 +7,17 @@ weight 1 (docs/recipe.md section 3). Under a distribution strategy each replica 
 own sum by the GLOBAL batch size; the optimizer sums the replicas' gradients (Keras' tf
 optimizer all-reduces with SUM), which gives exactly the gradient of the global batch's loss.
 """
+import contextlib
 import os
+import subprocess
+import sys
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.distribute import collective_all_reduce_strategy
 
 from model.errors import UserError
-from model.train_config import DISTRIBUTE
+from model.train_config import DISTRIBUTE, check_tf_config
 
 
 def output_names(num_stages):
@@ -34,20 +38,84 @@ def pose_loss(targets, outputs, names, global_batch_size):
     return tf.reduce_sum(pose_losses(targets, outputs, names, global_batch_size))
 
 
-def make_strategy(distribute="none", devices=None):
+# What a collective raises when a peer stopped, cannot be reached or timed out (the health
+# check aborts the collectives with UnavailableError; a stuck one ends in DeadlineExceeded).
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+               tf.errors.CancelledError, tf.errors.AbortedError, tf.errors.InternalError,
+               tf.errors.FailedPreconditionError)
+
+
+def make_strategy(distribute="none", devices=None, timeout=300.0):
     """tf.distribute strategy: "none" (the default strategy, one device), "mirrored"
     (MirroredStrategy over `devices`, default every visible GPU, else the CPU) or
-    "multiworker" (MultiWorkerMirroredStrategy configured by the TF_CONFIG variable)."""
+    "multiworker" (MultiWorkerMirroredStrategy configured by the TF_CONFIG variable).
+
+    multiworker never waits forever: the workers must all be up within `timeout` seconds, every
+    all-reduce must complete within it (tf.distribute's CommunicationOptions), and TensorFlow's
+    health check probes every peer each min(30, timeout / 4) s, aborting the collectives of the
+    survivors when one is gone; either ends in a UserError naming the cluster."""
     if distribute == "none":
         return tf.distribute.get_strategy()
     if distribute == "mirrored":
         return tf.distribute.MirroredStrategy(devices=devices)
     if distribute == "multiworker":
-        if not os.environ.get("TF_CONFIG"):
-            raise UserError("--distribute multiworker needs the TF_CONFIG environment "
-                            "variable (cluster and this worker's task); see README")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        tf_config = check_tf_config(os.environ.get("TF_CONFIG"))
+        # The health check's settings are class attributes (tf.distribute has no argument).
+        extended = collective_all_reduce_strategy.CollectiveAllReduceExtended
+        extended._check_health_initial_timeout = max(1, int(timeout))
+        extended._check_health_interval = max(1.0, min(30.0, timeout / 4))
+        extended._check_health_timeout = max(1, min(10, int(timeout / 4)))
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
+        message = (f"the multi-worker cluster {cluster_text(tf_config)} was not complete "
+                   f"within --collective_timeout {timeout:g} s")
+        # TensorFlow's own wait can outlast its timeout (a peer that never answers keeps the
+        # device resolution retrying): a watchdog ends the process with the one line then.
+        with watchdog(timeout + 5, f"error: {message} (is every worker started, and are "
+                                   "the TF_CONFIG addresses reachable?)"):
+            try:
+                return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+            except (RuntimeError, *PEER_ERRORS) as e:
+                raise UserError(f"{message}: {first_line(e)}") from None
     raise UserError(f"unknown --distribute {distribute!r}; choose from {', '.join(DISTRIBUTE)}")
+
+
+# The watchdog process: waits on its stdin (closed by the parent when the block ends, or by
+# the kernel when the parent dies); after the timeout it writes the line and kills the parent.
+_WATCHDOG = ("import os, select, signal, sys\n"
+             "if not select.select([sys.stdin], [], [], float(sys.argv[2]))[0]:\n"
+             "    sys.stderr.write(sys.argv[3] + '\\n'); sys.stderr.flush()\n"
+             "    os.kill(int(sys.argv[1]), signal.SIGKILL)\n")
+
+
+@contextlib.contextmanager
+def watchdog(seconds, line):
+    """Unless the block ends within `seconds`, write `line` to stderr and kill this process
+    (SIGKILL: status 137). A separate process, because TensorFlow holds the GIL while it
+    waits for its cluster, so no thread or signal handler of this one would run."""
+    guard = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()),
+                              str(seconds), line], stdin=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        guard.stdin.close()
+        guard.wait()
+
+
+def cluster_text(tf_config):
+    return ", ".join(f"{job} {', '.join(tasks)}" for job, tasks in tf_config["cluster"].items())
+
+
+def first_line(error):
+    text = getattr(error, "message", None) or str(error)
+    return (text.strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def peer_error(error, timeout):
+    """The UserError of a collective that failed because a peer is gone or timed out."""
+    tf_config = check_tf_config(os.environ.get("TF_CONFIG"))
+    return UserError(f"multi-worker training stopped: a worker of {cluster_text(tf_config)} "
+                     f"stopped or did not answer within {timeout:g} s "
+                     f"({type(error).__name__}: {first_line(error)})")
 
 
 def is_chief(strategy):

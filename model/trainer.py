@@ -32,11 +32,14 @@ from model.pipeline import BatchStream, PoseBatches
 from model.state import (LOG_FILE, RUN_FILE, STATE_FILE, TENSORBOARD_DIR, TrainState,
                          check_resume, is_state_file, load_state, load_state_weights,
                          read_state_record, remove_stale_temporaries, save_state, write_log)
-from model.train_config import check_inputs
-from model.train_step import Stepper, is_chief, make_strategy, output_names
+from model.train_config import KERAS_POLICIES, check_inputs, resolve_mixed_precision
+from model.train_step import (PEER_ERRORS, Stepper, is_chief, make_strategy, output_names,
+                              peer_error)
 
 log = logging.getLogger(__name__)
 
+# The precision whose optimizer scales the loss (float16's narrow exponent range).
+LOSS_SCALED = "float16"
 # Training steps between two TensorBoard points of the training loss.
 TENSORBOARD_EVERY = 10
 
@@ -79,6 +82,14 @@ def build_models(plan, seed, weights, synchronized):
         he_init(training_model, pcfg, seed)
     initial_weights(training_model, weights)
     return training_model, export_model
+
+
+def float32_outputs(model):
+    """`model` (the same layers and variables) with float32 outputs: under a mixed policy its
+    layers compute in float16 or bfloat16, the loss and the callers get float32."""
+    outputs = [keras.layers.Activation("linear", dtype="float32", name=f"{name}_float32")(o)
+               for name, o in zip(model.output_names, model.outputs)]
+    return keras.Model(model.input, outputs, name=model.name)
 
 
 class Trainer:
@@ -124,7 +135,7 @@ class Trainer:
 
     def set_up_devices(self):
         cfg = self.cfg
-        self.strategy = make_strategy(cfg.distribute, cfg.devices)
+        self.strategy = make_strategy(cfg.distribute, cfg.devices, cfg.collective_timeout)
         self.replicas = self.strategy.num_replicas_in_sync
         if cfg.batch_size % self.replicas:
             raise UserError(f"--batch_size {cfg.batch_size} does not split evenly over "
@@ -164,20 +175,23 @@ class Trainer:
         compiled steps, seeded by --seed."""
         cfg, plan = self.cfg, self.plan
         keras.utils.set_random_seed(cfg.seed)
-        if cfg.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_float16")
+        precision = resolve_mixed_precision(cfg.mixed_precision)
+        if precision:
+            keras.mixed_precision.set_global_policy(KERAS_POLICIES[precision])
         try:
             with self.strategy.scope():
                 self.training_model, self.export_model = build_models(
                     plan, cfg.seed, cfg.weights, self.replicas > 1)
+                if precision:
+                    self.training_model = float32_outputs(self.training_model)
                 # The schedule's stepsize depends on the run's length only for step_fraction
                 # schedules; it is part of the state (the optimizer's iteration counter).
                 self.optimizer = make_optimizer(plan.schedule, cfg.lr, cfg.batch_size,
-                                                self.total_iterations, cfg.mixed_precision,
-                                                cfg.weight_decay)
+                                                self.total_iterations,
+                                                precision == LOSS_SCALED, cfg.weight_decay)
                 self.optimizer.build(self.training_model.trainable_variables)
         finally:
-            if cfg.mixed_precision:
+            if precision:
                 keras.mixed_precision.set_global_policy("float32")
         if plan.batch_norm:
             # The plain network the weight files describe (float32, outside the strategy).
@@ -198,7 +212,8 @@ class Trainer:
         # With loss scaling, steps whose gradients overflowed are skipped by the optimizer and
         # not counted: only without it must the two counters agree.
         iterations = int(np.asarray(self.optimizer.iterations))
-        if not self.cfg.mixed_precision and iterations != self.state.iteration:
+        loss_scaled = resolve_mixed_precision(self.cfg.mixed_precision) == LOSS_SCALED
+        if not loss_scaled and iterations != self.state.iteration:
             raise UserError(f"training state {self.state_path} is inconsistent: optimizer at "
                             f"iteration {iterations}, record at {self.state.iteration}")
 
@@ -207,6 +222,8 @@ class Trainer:
         cfg, plan, out = self.cfg, self.plan, self.plan.out_dir
         if self.chief:
             flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+            if cfg.distribute != "multiworker":     # the only runs it applies to
+                flags.pop("collective_timeout")
             write_json(out / RUN_FILE, {
                 **flags, "signature": plan.signature, "schedule_note": plan.schedule.note,
                 "replicas": self.replicas, "steps_per_epoch": self.steps_per_epoch,
@@ -253,7 +270,12 @@ class Trainer:
     def train_step(self, i, inputs, targets):
         """Optimizer step i of the run (0-based); returns its loss."""
         state, epoch = self.state, self.state.epoch
-        per_output = self.stepper.train(inputs, targets)
+        try:
+            per_output = self.stepper.train(inputs, targets)
+        except PEER_ERRORS as e:
+            if self.cfg.distribute != "multiworker":
+                raise
+            raise peer_error(e, self.cfg.collective_timeout) from None
         loss = float(per_output.sum())
         if not math.isfinite(loss):
             good = (f"{self.state_path} (epoch {state.epoch + 1}, batch {state.batch}, "
@@ -293,7 +315,12 @@ class Trainer:
         val_sum, val_n = np.zeros(len(self.stepper.names)), 0
         for b in range(len(self.val_batches)):
             inputs, targets = self.val_batches[b]
-            val_sum += self.stepper.sse(inputs, targets)
+            try:
+                val_sum += self.stepper.sse(inputs, targets)
+            except PEER_ERRORS as e:
+                if self.cfg.distribute != "multiworker":
+                    raise
+                raise peer_error(e, self.cfg.collective_timeout) from None
             val_n += len(inputs["image"])
         return val_sum / val_n
 

@@ -43,6 +43,20 @@ def keypoint_ap(coco_gt, records, image_ids, ignore_gt_ids=()):
     return evaluation.keypoint_stats(coco_gt, records, image_ids)[0]["AP"]
 
 
+def _finite(values):
+    try:
+        return bool(np.isfinite(np.asarray(values, np.float64)).all())
+    except (TypeError, ValueError):
+        return False
+
+
+def finite_records(records):
+    """(the records whose score and keypoints are all finite numbers, how many were not):
+    NaN or infinite values must never reach the assignment (SciPy refuses them)."""
+    kept = [r for r in records if _finite(r.get("keypoints", ())) and _finite(r.get("score", 0))]
+    return kept, len(records) - len(kept)
+
+
 def _assign(sim, threshold):
     """Hungarian assignment on a similarity matrix, keeping pairs >= threshold."""
     if sim.size == 0:
@@ -103,6 +117,18 @@ def _stack(rows, n_exp):
             for k in PER_PERSON}
 
 
+def _usable_ground_truth(coco_gt, image_id, counts):
+    """The evaluated ground-truth people of an image whose keypoints are all finite; the
+    others are counted under counts["gt_people_non_finite"] (a key added only then, so clean
+    sets keep their counts)."""
+    gts = evaluated_gt(coco_gt.imgToAnns.get(image_id, []))
+    usable = [g for g in gts if _finite(g.get("keypoints", ()))]
+    if len(usable) < len(gts):
+        dropped = len(gts) - len(usable)
+        counts["gt_people_non_finite"] = counts.get("gt_people_non_finite", 0) + dropped
+    return usable
+
+
 def collect_people(image_ids, expert_records, ensemble_records=None, coco_gt=None,
                    match_oks=DEFAULT_MATCH_OKS):
     """Match, measure and (with ground truth) score every person of every image.
@@ -144,7 +170,7 @@ def collect_people(image_ids, expert_records, ensemble_records=None, coco_gt=Non
             _add_owners(records, person_of, n_exp, recs[n_exp], where)
         gt_id, oks = np.full(n, -1), np.full((n, n_exp + 1), np.nan)
         if coco_gt is not None:
-            gts = evaluated_gt(coco_gt.imgToAnns.get(image_id, []))
+            gts = _usable_ground_truth(coco_gt, image_id, counts)
             counts["gt_people"] += len(gts)
             gt_id, oks, matched = _ground_truth_oks(members, present, gts, people[n_exp:][:1],
                                                     member_of_ens)

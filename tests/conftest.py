@@ -1,4 +1,5 @@
 """Test-wide settings: caches inside the repo, quiet TensorFlow, a small synthetic COCO."""
+import importlib.util
 import os
 from pathlib import Path
 
@@ -30,3 +31,12 @@ def synthetic_coco(tmp_path_factory):
     generate_dataset(root, num_train=SYNTHETIC_TRAIN, num_val=SYNTHETIC_VAL,
                      seed=SYNTHETIC_SEED, workers=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def run_experiment_script():
+    """run_experiment.py loaded as a module (a script, so from its file, not imported)."""
+    spec = importlib.util.spec_from_file_location("run_experiment", _REPO / "run_experiment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

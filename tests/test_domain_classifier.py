@@ -9,8 +9,10 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -459,6 +461,64 @@ def test_two_process_ddp_run(coco, tmp_path):
     row = state["history"][0]
     # 18 training images x 3 = 54 samples split over two ranks of 27; validation counted once
     assert row["train_samples"] == 54 and row["val_samples"] == 18
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_nodes(coco, log_dirs):
+    """torchrun --nnodes 2 --nproc_per_node 1, c10d rendezvous on 127.0.0.1: node n logs to
+    log_dirs[n]. Returns the two nodes' stderr (asserting both succeeded)."""
+    port = _free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+         "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "t",
+         "--local_addr", "127.0.0.1", str(SCRIPTS / "train.py"), "--coco_root", str(coco),
+         "--log_dir", str(log_dir), "--epochs", "1", *TINY[:4], "--batch_size", "64",
+         "--workers", "0", "--val_fraction", "0.25", "--max_images", "12", "--seed", "3"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd="/")
+        for log_dir in log_dirs]
+    try:
+        errs = [p.communicate(timeout=240)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, err in zip(procs, errs):
+        assert p.returncode == 0, err[-3000:]
+    return errs
+
+
+@pytest.mark.parametrize("layout", ["shared", "per_node"])
+def test_two_nodes_on_loopback_end_with_equal_weights(coco, tmp_path, layout):
+    """(shared) one --log_dir for both nodes; (per_node) one each, as on two hosts without a
+    shared file system: every node builds its own image cache on its LOCAL_RANK 0."""
+    log_dirs = [tmp_path / "log"] * 2 if layout == "shared" else [tmp_path / "node0",
+                                                                   tmp_path / "node1"]
+    errs = _two_nodes(coco, log_dirs)
+    prints = [re.findall(r"rank (\d) \(local rank 0\): final weights sha256 ([0-9a-f]{64})",
+                         e) for e in errs]
+    assert sorted(rank for (rank, _), in prints) == ["0", "1"], errs
+    assert prints[0][0][1] == prints[1][0][1]
+    assert "weights identical on all 2 processes" in "".join(errs)
+    # Rank 0 (either node: c10d assigns the ranks) wrote the run, and its checkpoint holds
+    # exactly those weights.
+    node0 = [n for n, p in enumerate(prints) if p[0][0] == "0"][0]
+    (run_dir,) = runs.run_dirs(log_dirs[node0])
+    model = build_classifier("tiny", "none")
+    model.load_state_dict(runs.load_checkpoint(runs.checkpoint_path(run_dir, 1))["model"])
+    assert engine.weights_fingerprint(model) == prints[0][0][1]
+    caches = {d: sorted(p.name for p in (d / "cache").glob("images_*.npy")) for d in log_dirs}
+    assert all(len(names) == 2 for names in caches.values())    # training + validation
+    if layout == "per_node":
+        assert caches[log_dirs[0]] == caches[log_dirs[1]]
+        assert runs.run_dirs(log_dirs[1 - node0]) == []          # only rank 0 writes runs
+        for name in caches[log_dirs[0]]:
+            assert (np.load(log_dirs[0] / "cache" / name) ==
+                    np.load(log_dirs[1] / "cache" / name)).all()
 
 
 # ----------------------------------------------------------------------------- validate.py

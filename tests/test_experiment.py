@@ -1,7 +1,6 @@
 """End to end: run_experiment.py on a tiny synthetic set runs every stage, writes every output
 in a form the next stage and a reader can parse, and a rerun skips every finished step. Then
 the step runner's rules, and the defaults the runner takes from the recipe of --config."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -20,9 +19,30 @@ TINY = ["--num_train", "16", "--num_val", "16", "--pose_epochs", "1", "--finetun
         "--classifier_milestones", "1", "--classifier_input_size", "32"]
 
 
+# The repository's own output places, which --output_root must leave alone (of dataset/,
+# which holds scripts too, only the HDF5 files and the COCO folder).
+REPO_OUTPUTS = [paths.DEFAULT_COCO_ROOT, paths.RESULTS_DIR, paths.EVAL_RESULTS_DIR,
+                paths.DOMAIN_LOG_DIR, paths.DOMAIN_RESULTS_DIR,
+                *(paths.expert_weights_dir(e) for e in domains.EXPERT_EFFECTS)]
+
+
+def repo_state():
+    """(size, mtime) of every file in the repository's output places, and git's view of them
+    (tracked or not)."""
+    files = [p for d in REPO_OUTPUTS if d.is_dir() for p in d.rglob("*")]
+    files += list(paths.DATASET_DIR.glob("*.h5"))
+    listing = {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(files)
+               if p.is_file()}
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--",
+                             *map(str, REPO_OUTPUTS)], cwd=paths.REPO_ROOT,
+                            capture_output=True, text=True).stdout
+    return listing, status
+
+
 def run(tmp_path):
-    argv = [sys.executable, str(paths.REPO_ROOT / "run_experiment.py"), "--coco_root",
-            str(tmp_path / "coco"), "--output_root", str(tmp_path / "out"), *TINY]
+    """The runner with --output_root only: the synthetic data goes to <out>/COCO."""
+    argv = [sys.executable, str(paths.REPO_ROOT / "run_experiment.py"), "--output_root",
+            str(tmp_path / "out"), *TINY]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout + done.stderr
@@ -30,8 +50,11 @@ def run(tmp_path):
 
 @pytest.mark.slow
 def test_the_runner_writes_every_output_and_resumes(tmp_path):
+    before = repo_state()
     log = run(tmp_path)
-    out, coco = tmp_path / "out", tmp_path / "coco"
+    out = tmp_path / "out"
+    coco = out / "COCO"
+    assert repo_state() == before          # nothing under the repository changed
     assert "step 'synthetic_coco'" not in log            # no failure line
     for effect in domains.EXPERT_EFFECTS:
         assert (out / f"weights{effect}" / "weights.0001.h5").is_file()
@@ -147,19 +170,11 @@ def test_the_runner_says_why_a_step_runs(tmp_path):
 
 # ----------------------------------------------------------------------------- the recipe
 
-def load_runner_script():
-    """run_experiment.py as a module (a script, so it is loaded from its file)."""
-    spec = importlib.util.spec_from_file_location("run_experiment",
-                                                  paths.REPO_ROOT / "run_experiment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.parametrize("config", sorted(RECIPES))
-def test_flags_left_out_take_the_recipe_of_the_config(config):
+def test_flags_left_out_take_the_recipe_of_the_config(config, run_experiment_script):
     recipe, c = RECIPES[config], RECIPES[config].classifier
-    a = load_runner_script().parse_args(["--config", config])
+    a = run_experiment_script.parse_args(["--config", config])
     assert (a.classifier_arch, a.classifier_epochs, a.classifier_input_size,
             a.classifier_input_mode, a.classifier_val_fraction) == \
         (c.arch, c.epochs, c.input_size, c.input_mode, c.val_fraction)
@@ -167,8 +182,8 @@ def test_flags_left_out_take_the_recipe_of_the_config(config):
     assert (a.scale_mode, (a.scale_search,)) == (recipe.eval_scale_mode, recipe.eval_scale_search)
 
 
-def test_flags_given_win_and_unknown_configs_are_refused():
-    script = load_runner_script()
+def test_flags_given_win_and_unknown_configs_are_refused(run_experiment_script):
+    script = run_experiment_script
     a = script.parse_args(["--config", "full", "--classifier_arch", "tiny",
                            "--classifier_milestones", "2 4", "--scale_search", "2"])
     assert (a.classifier_arch, a.classifier_milestones, a.scale_search) == ("tiny", "2 4", 2.0)
@@ -177,9 +192,9 @@ def test_flags_given_win_and_unknown_configs_are_refused():
         script.parse_args(["--config", "medium"])
 
 
-def test_the_demo_trains_the_classifier_with_the_small_recipe(tmp_path):
+def test_the_demo_trains_the_classifier_with_the_small_recipe(tmp_path, run_experiment_script):
     """The demo's classifier command line, spelled out: the small recipe's classifier."""
-    script = load_runner_script()
+    script = run_experiment_script
     a = script.parse_args(["--coco_root", str(tmp_path / "coco"), "--output_root",
                            str(tmp_path / "out")])
     d = steps.output_dirs(a)

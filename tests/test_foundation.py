@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -94,3 +95,18 @@ def test_atomic_files_get_the_usual_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_main_guard_gives_back_the_signal_handlers():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    seen = {}
+
+    @cli.main_guard
+    def main():
+        seen.update({s: signal.getsignal(s) for s in before})
+        return "done"
+
+    assert main() == "done"
+    assert all(seen[s] is not before[s] for s in before)        # handled while main runs
+    assert {s: signal.getsignal(s) for s in before} == before    # and given back after
+    assert cli.ensure_writable_dir is files.ensure_writable_dir  # one helper, re-exported

@@ -3,6 +3,7 @@
 The loss is CrossEntropyLoss on the network's logits and class indices: the network has no
 softmax layer, so there is exactly one softmax (inside the loss)."""
 import datetime
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ class Dist:
     @property
     def main(self):
         return self.rank == 0
+
+    @property
+    def local_main(self):
+        """The first process of its node (LOCAL_RANK 0): it builds the node's image cache."""
+        return self.local_rank == 0
 
     @property
     def active(self):
@@ -68,6 +74,33 @@ def cleanup_distributed(d):
 def barrier(d):
     if d.active:
         dist.barrier()
+
+
+def weights_fingerprint(model):
+    """sha256 of every parameter and buffer of `model` (state_dict order, CPU bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_same_weights(d, model):
+    """Log this process's weights fingerprint; in a DDP run, UserError unless every process
+    (every node) holds the same weights. Returns the fingerprint."""
+    mine = weights_fingerprint(model)
+    if not d.active:
+        return mine
+    log.info("rank %d (local rank %d): final weights sha256 %s", d.rank, d.local_rank, mine)
+    every = [None] * d.world
+    dist.all_gather_object(every, mine)
+    differing = [r for r, f in enumerate(every) if f != every[0]]
+    if differing:
+        raise UserError(f"the processes ended with different weights: rank(s) "
+                        f"{', '.join(map(str, differing))} differ from rank 0")
+    if d.main:
+        log.info("weights identical on all %d processes", d.world)
+    return mine
 
 
 def broadcast_object(d, obj):

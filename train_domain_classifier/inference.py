@@ -8,7 +8,9 @@ import torch
 
 from model import files, paths
 from model.cli import check_data_type
+from model.domains import NORMAL
 from model.errors import UserError
+from model.images import read_image_checked
 from model.recipes import FORK_CLASSIFIER
 from train_domain_classifier import data, engine, runs
 from train_domain_classifier.network import DomainClassifier, load_model_state
@@ -96,24 +98,58 @@ def eval_set_refs(coco_root, data_type):
     return data.load_image_refs(coco_root, check_data_type(data_type))
 
 
+class CheckedImageFileDataset(data.ImageFileDataset):
+    """data.ImageFileDataset read through model.images.read_image_checked against the
+    annotated (width, height): a truncated or wrongly sized file is not ok (same pixels as
+    the plain reader for every good file)."""
+
+    def __init__(self, refs, sizes, input_size):
+        super().__init__(refs, input_size)
+        self.sizes = sizes
+
+    def __getitem__(self, i):
+        bgr, _ = read_image_checked(self.refs[i].path, self.sizes[i])
+        if bgr is None:
+            return torch.zeros(3, self.input_size, self.input_size), i, False
+        rgb = data.prepare_image(bgr, NORMAL, self.input_size)
+        return data.normalise(torch.from_numpy(rgb).permute(2, 0, 1)), i, True
+
+
+def _annotated_sizes(coco_root, data_type):
+    """({image id: (width, height) or None}, number of images the annotation file lists)."""
+    images = files.read_json(paths.annotation_file(coco_root, data_type),
+                             "annotation file")["images"]
+    sizes = {}
+    for im in images:
+        w, h = im.get("width"), im.get("height")
+        sizes[int(im["id"])] = (int(w), int(h)) if w is not None and h is not None else None
+    return sizes, len(images)
+
+
 def predict_eval_set(model, state, coco_root, data_type, batch_size=64, workers=0,
                      device="cpu"):
     """[{image_id, effect_prob: [p_normal, p_dark, p_motion_blur]}] in annotation order, and
-    the number of undecodable images skipped."""
+    the number of listed images skipped: missing, undecodable, truncated or of another size
+    than annotated."""
     start = time.time()
     refs = eval_set_refs(coco_root, data_type)
-    dataset = data.ImageFileDataset(refs, data.eval_size(state))
+    sizes, listed = _annotated_sizes(coco_root, data_type)
+    dataset = CheckedImageFileDataset(refs, [sizes.get(r.image_id) for r in refs],
+                                      data.eval_size(state))
     loader = engine.make_loader(dataset, batch_size, workers)
     indices, probs, skipped = engine.predict(model, loader, torch.device(device), desc=data_type)
     if skipped:
-        log.warning("%s: %d of %d images could not be decoded: skipped (e.g. %s)", data_type,
-                    len(skipped), len(refs), refs[skipped[0]].path)
+        first = refs[skipped[0]]
+        log.warning("%s: %d of %d images could not be used: skipped (e.g. %s: %s)", data_type,
+                    len(skipped), len(refs), first.path,
+                    read_image_checked(first.path, sizes.get(first.image_id))[1])
+    missing = listed - len(refs)
     if not indices:
         raise UserError(f"none of the {len(refs)} images of {data_type} could be decoded")
     results = [{"image_id": refs[i].image_id, "effect_prob": [round(float(p), 6) for p in row]}
                for i, row in zip(indices, probs)]
     log.info("%s: %d images predicted in %.1f s", data_type, len(results), time.time() - start)
-    return results, len(skipped)
+    return results, len(skipped) + missing
 
 
 def distribution(results):

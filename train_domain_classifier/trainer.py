@@ -88,7 +88,7 @@ def summary_writer(folder, purge_step):
 
 
 def prepare_data(config, d):
-    """Split, caches (built by rank 0) and the two datasets."""
+    """Split, caches (built once per node, see _node_caches) and the two datasets."""
     start = time.time()
     refs = data.load_image_refs(config["coco_root"], data.TRAIN_SPLIT)
     train_refs, val_refs = data.split_images(refs, config["val_fraction"], config["seed"],
@@ -97,16 +97,11 @@ def prepare_data(config, d):
     size, mode = config["input_size"], config["input_mode"]
     train_size = data.cache_size(mode, size, config["view_size"], train=True)
     val_size = data.cache_size(mode, size, config["view_size"], train=False)
-    # Rank 0 builds the caches while the other ranks wait, then they all memory-map them.
-    if not d.main:
-        engine.barrier(d)
-    caches = [data.open_cache(train_refs, train_size, cache_dir, config["workers"], d.main,
-                              "training images"),
-              data.open_cache(val_refs, val_size, cache_dir, config["workers"], d.main,
-                              "validation images")]
-    if d.main:
-        engine.barrier(d)
-    (train_npy, train_ok), (val_npy, val_ok) = caches
+    (train_npy, train_ok), (val_npy, val_ok) = _node_caches(
+        d, lambda build: [data.open_cache(train_refs, train_size, cache_dir, config["workers"],
+                                          build, "training images"),
+                          data.open_cache(val_refs, val_size, cache_dir, config["workers"],
+                                          build, "validation images")])
     if not train_ok.any() or not val_ok.any():
         raise UserError("no decodable images left for training or validation")
     train_ds = data.EffectDataset(train_npy, np.flatnonzero(train_ok), size, train=True,
@@ -123,6 +118,23 @@ def prepare_data(config, d):
              len(split["val_image_ids"]), len(val_ds), len(split["skipped_image_ids"]),
              time.time() - start)
     return train_ds, val_ds, split
+
+
+def _node_caches(d, open_caches):
+    """open_caches(build) on every process, each node's caches built once.
+
+    Global rank 0 builds first while every other process waits; then the first process of
+    every other node (LOCAL_RANK 0) opens them, building them if its node does not see rank
+    0's files (a --log_dir or --cache_dir per host, no shared file system), while that node's
+    other processes wait; then they memory-map them. A single process just builds or opens."""
+    if not d.active:
+        return open_caches(True)
+    caches = open_caches(True) if d.main else None
+    engine.barrier(d)
+    if d.local_main and not d.main:
+        caches = open_caches(True)
+    engine.barrier(d)
+    return caches if caches is not None else open_caches(False)
 
 
 def train(config, state=None, resume_path=None):
@@ -161,6 +173,7 @@ def _train(config, state, resume_path, d):
     for epoch in range(start_epoch + 1, config["epochs"] + 1):
         loop.run_epoch(epoch)
     loop.finish()
+    engine.check_same_weights(d, model)
     best = loop.best
     log.info("done in %.1f s: best epoch %d, validation accuracy %.4f, loss %.4f (%s)",
              time.time() - started, best["epoch"], best["val_accuracy"], best["val_loss"],

@@ -43,7 +43,7 @@ def parse_args(argv=None):
 @cli.main_guard
 def main(argv=None):
     args = parse_args(argv)
-    cli.ensure_writable_dir(args.out_dir)
+    cli.check_writable_dir(args.out_dir)   # created once the inputs are checked
     reports = hdf5.generate_hdf5(args.coco_root, args.out_dir, args.train_only,
                                  args.val_holdout, args.workers, args.overwrite)
     for split, r in reports.items():

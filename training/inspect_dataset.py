@@ -13,7 +13,7 @@ import cv2
 
 from model import paths
 from model.augment import AugmentParams
-from model.cli import add_seed, ensure_writable_dir, main_guard, str2bool
+from model.cli import add_seed, check_writable_dir, ensure_writable_dir, main_guard, str2bool
 from model.domains import NORMAL
 from model.effects import PIXEL_EFFECTS
 from model.errors import UserError
@@ -48,13 +48,14 @@ def main(argv=None):
     args = parse_args(argv)
     if args.num < 1:
         raise UserError(f"--num must be >= 1, got {args.num}")
-    out = ensure_writable_dir(args.out)
+    check_writable_dir(args.out)
     start = time.time()
     try:
         params = AugmentParams(crop_size=args.crop_size)
     except ValueError as e:
         raise UserError(str(e)) from None
     samples = Hdf5Samples(args.hdf5)    # a bad file fails here, before TensorFlow loads
+    out = ensure_writable_dir(args.out)  # only once the inputs are known to be good
     from model.pipeline import PoseBatches, render_sample  # imports TensorFlow
     data = PoseBatches(samples, batch_size=1, effect=args.effect, num_stages=1,
                        params=params, seed=args.seed, augment=args.augment, epoch=args.epoch)

@@ -24,7 +24,7 @@ from model.runs import RunLayout
 from model.skeleton import LIMB_NAMES
 from model.uncertainty import (DEFAULT_MATCH_OKS, GT_MATCH_OKS, MEASURES, MODEL_LABELS,
                                limb_summary)
-from model.uncertainty_set import collect_people, load_ground_truth, quality
+from model.uncertainty_set import collect_people, finite_records, load_ground_truth, quality
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,24 @@ def risk_curves(risk_coverage):
     return rc
 
 
+def _drop_non_finite(experts, ensemble, ensemble_effect, notes):
+    """The models' records without those holding NaN or infinite values; each model's count
+    of dropped records becomes a note. Returns (experts, ensemble, records dropped)."""
+    kept, total = [], 0
+    for effect, recs in zip(EXPERT_EFFECTS + (ensemble_effect,), experts + [ensemble]):
+        if recs is None:
+            kept.append(None)
+            continue
+        good, dropped = finite_records(recs)
+        if dropped:
+            notes.append(f"{dropped} of {len(recs)} predictions of the {EFFECT_NAMES[effect]} "
+                         f"model hold NaN or infinite values: skipped")
+            log.warning("%s", notes[-1])
+        kept.append(good)
+        total += dropped
+    return kept[:-1], kept[-1], total
+
+
 def load_inputs(layout, data_type, coco_root, num_images, ensemble_effect, notes):
     """(experts' records, the ensemble's or None, ground truth or None), each checked."""
     experts = [layout.read_results(data_type, e, num_images) for e in EXPERT_EFFECTS]
@@ -155,6 +173,7 @@ def analyse(data_type, results_dir, coco_root, num_images=None, match_oks=DEFAUL
     notes = []
     experts, ensemble, coco_gt = load_inputs(layout, data_type, coco_root, num_images,
                                              ensemble_effect, notes)
+    experts, ensemble, non_finite = _drop_non_finite(experts, ensemble, ensemble_effect, notes)
     image_ids = layout.evaluated_image_ids(data_type, num_images, coco_gt,
                                            experts + ([ensemble] if ensemble else []))
     log.info("uncertainty of %s: %d images, %s predictions of %s", data_type, len(image_ids),
@@ -162,6 +181,12 @@ def analyse(data_type, results_dir, coco_root, num_images=None, match_oks=DEFAUL
     people = collect_people(image_ids, experts, ensemble, coco_gt, match_oks)
     counts = people["counts"]
     counts.update(people=len(people["image_id"]), flagged=int(people["flagged"].sum()))
+    if non_finite:   # a key only then: clean sets keep their counts
+        counts["predictions_non_finite"] = non_finite
+    if counts.get("gt_people_non_finite"):
+        notes.append(f"{counts['gt_people_non_finite']} ground-truth people hold NaN or "
+                     f"infinite keypoints: skipped")
+        log.warning("%s", notes[-1])
     if counts["records_outside_images"]:
         log.warning("%d predictions are of images outside the %d evaluated ones: ignored",
                     counts["records_outside_images"], len(image_ids))

@@ -16,7 +16,7 @@ import numpy as np
 
 from model import paths, skeleton
 from model.errors import UserError
-from model.files import read_json, write_bytes, write_json
+from model.files import ensure_writable_dir, read_json, write_bytes, write_json
 from model.pool import map_jobs
 from model.synthetic.scene import MAX_IMAGES, SPLITS, encode_jpeg, render_image
 
@@ -82,7 +82,7 @@ def generate_split(coco_root, split, num_images, seed=0, workers=1, force=False,
     old_files = {im["file_name"] for im in old["images"]} if old else set()
     if old is not None:
         ann_path.unlink()          # a run killed from here on leaves no file that looks complete
-    img_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(img_dir)
     start = time.time()
     log.info("%s: drawing %d images (seed %d, %d worker%s)", split, num_images, seed, workers,
              "s" if workers != 1 else "")
