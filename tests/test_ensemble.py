@@ -226,8 +226,8 @@ def test_fuse_cli_runs_the_three_networks(tmp_path, small_experts):
     rng = np.random.default_rng(0)
     for i in range(N):
         if i != 4:      # image 504 is missing: skipped and counted
-            cv2.imwrite(str(folder / image_file_name(DATA_TYPE, 500 + i)),
-                        rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+            cv2.imwrite(str(folder / image_file_name(DATA_TYPE, 500 + i)),   # annotated size
+                        rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
     weights = []
     for k, model in enumerate(small_experts):
         weights.append(tmp_path / f"expert{k}.weights.h5")
