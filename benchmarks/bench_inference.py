@@ -43,15 +43,7 @@ def cpu_model():
 
 def random_weights(config, folder):
     """He-scaled random weights of `config` as a Keras weight file (maps far from zero)."""
-    rng = np.random.default_rng(0)
-    layers = []
-    for spec in network.conv_layers(config):
-        w_shape, b_shape = spec.caffe_shapes()
-        std = np.sqrt(2.0 / np.prod(w_shape[1:]))
-        layers.append(caffe.CaffeLayer(spec.caffe_name, "Convolution", [
-            (rng.standard_normal(w_shape) * std).astype("float32"),
-            (rng.standard_normal(b_shape) * 0.1).astype("float32")]))
-    model = caffe.write_caffemodel(Path(folder) / "random.caffemodel", layers)
+    model = caffe.write_caffemodel(Path(folder) / "random.caffemodel", caffe.random_layers(config))
     weights = Path(folder) / "random.h5"
     caffe.convert_caffemodel(model, weights, config)
     return weights

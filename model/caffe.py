@@ -337,3 +337,18 @@ def convert_caffemodel(caffemodel, out, config="full"):
     log.info("wrote %s (%d layers, %d parameters) in %.1f s", out, len(set_names),
              model.count_params(), time.time() - t0)
     return len(set_names)
+
+
+def random_layers(config, seed=0):
+    """Random Caffe-layout blobs for every convolution of `config`, He-scaled (std
+    sqrt(2 / fan_in), biases 0.1 x normal) so the maps keep their magnitude through the
+    depth of the network: weights for tests and benchmarks whose maps must be far from zero."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for spec in network.conv_layers(config):
+        w_shape, b_shape = spec.caffe_shapes()
+        std = np.sqrt(2.0 / (w_shape[1] * w_shape[2] * w_shape[3]))
+        layers.append(CaffeLayer(spec.caffe_name, "Convolution", [
+            (rng.standard_normal(w_shape) * std).astype("float32"),
+            (rng.standard_normal(b_shape) * 0.1).astype("float32")]))
+    return layers

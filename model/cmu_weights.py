@@ -153,13 +153,10 @@ def check_image(height, width):
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def compare_with_opencv(weights, prototxt, caffemodel, config="full"):
-    """{output: relative max difference} of the Keras model with `weights` against OpenCV's
-    DNN with CMU's prototxt and caffemodel, on check_image."""
+def opencv_maps(prototxt, caffemodel, image, config="full"):
+    """OpenCV DNN's last-stage (PAF, heatmaps) as H x W x C for a float32 BGR image; the Caffe
+    net takes the normalised image as NCHW (it has no normalisation layer)."""
     cfg = network.get_config(config)
-    image = check_image(*CHECK_SIZE).astype(np.float32)
-    model = network.build_pose_model(cfg, weights=str(weights), vgg19=None)
-    ours = [np.asarray(o)[0] for o in model(image[None])]
     try:
         net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
     except cv2.error as e:
@@ -168,7 +165,16 @@ def compare_with_opencv(weights, prototxt, caffemodel, config="full"):
     net.setInput(np.ascontiguousarray((image / 256.0 - 0.5).transpose(2, 0, 1)[None],
                                       dtype=np.float32))
     names = [f"Mconv7_stage{cfg.num_stages}_L{b}" for b in (1, 2)]
-    theirs = [o[0].transpose(1, 2, 0) for o in net.forward(names)]
+    return [o[0].transpose(1, 2, 0) for o in net.forward(names)]
+
+
+def compare_with_opencv(weights, prototxt, caffemodel, config="full"):
+    """{output: relative max difference} of the Keras model with `weights` against OpenCV's
+    DNN with CMU's prototxt and caffemodel, on check_image."""
+    image = check_image(*CHECK_SIZE).astype(np.float32)
+    model = network.build_pose_model(config, weights=str(weights), vgg19=None)
+    ours = [np.asarray(o)[0] for o in model(image[None])]
+    theirs = opencv_maps(prototxt, caffemodel, image, config)
     result = {}
     for name, a, b in zip(("paf", "heatmaps"), ours, theirs):
         if a.shape != b.shape:

@@ -41,7 +41,7 @@ CHECK_SHAPE = (1, 64, 80, 3)        # a size that is not square and not the trai
 
 def _rename_graph(model_proto):
     """Name the outputs paf / heatmaps and the dynamic dimensions batch / height / width
-    (tf2onnx leaves Identity:0 and unk__N)."""
+    (tf2onnx leaves Identity:0 and unk__N; the input keeps the Keras name, image)."""
     graph = model_proto.graph
     for output, new in zip(graph.output, OUTPUT_NAMES):
         old = output.name
@@ -52,7 +52,6 @@ def _rename_graph(model_proto):
         dims = value.type.tensor_type.shape.dim
         for dim, name in zip([dims[0], dims[1], dims[2]], DYNAMIC_DIMS):
             dim.dim_param = name
-    graph.input[0].name = "image"
 
 
 def _metadata(cfg, extra):

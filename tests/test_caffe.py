@@ -9,24 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from model import caffe, network, paths
+from model import caffe, cmu_weights, network, paths
 from model.errors import UserError
 
 TINY = network.PoseConfig("tiny", num_stages=2, width=1 / 32, input_size=32, stage_kernel=3)
-
-
-def random_caffe_layers(config, seed=0):
-    """Random Caffe-layout blobs for every convolution of `config`, scaled (He) so the maps
-    keep their magnitude through the depth of the network."""
-    rng = np.random.default_rng(seed)
-    layers = []
-    for spec in network.conv_layers(config):
-        w_shape, b_shape = spec.caffe_shapes()
-        std = np.sqrt(2.0 / (w_shape[1] * w_shape[2] * w_shape[3]))
-        layers.append(caffe.CaffeLayer(spec.caffe_name, "Convolution", [
-            (rng.standard_normal(w_shape) * std).astype("float32"),
-            (rng.standard_normal(b_shape) * 0.1).astype("float32")]))
-    return layers
 
 
 def run_cli(module_or_script, *args):
@@ -43,15 +29,6 @@ def assert_one_line_error(result, *fragments):
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
-
-
-def opencv_maps(prototxt, caffemodel, image, config):
-    """OpenCV DNN outputs (PAF, heatmaps) as H x W x C; the Caffe net takes normalised NCHW."""
-    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
-    net.setInput(np.ascontiguousarray((image / 256.0 - 0.5).transpose(2, 0, 1)[None],
-                                      dtype=np.float32))
-    names = [f"Mconv7_stage{config.num_stages}_L{b}" for b in (1, 2)]
-    return [o[0].transpose(1, 2, 0) for o in net.forward(names)]
 
 
 def assert_maps_close(keras_maps, cv_maps):
@@ -108,7 +85,7 @@ def legacy_blob(array):
 def test_parses_legacy_v1_layers_and_blob_dims(tmp_path):
     """Old caffemodels: V1 layers (NetParameter field 2, enum types), 4-D legacy blob dims
     (bias as 1x1x1xN), unpacked floats, and unknown fields to skip."""
-    layers = random_caffe_layers(TINY, seed=1)
+    layers = caffe.random_layers(TINY, seed=1)
     body = _f(1, b"legacy") + _varint_field(4, 1) + _varint_field(4, 3)  # name, input_dim
     for layer in layers:
         v1 = _f(4, layer.name.encode()) + _varint_field(5, 4) + _f(2, b"bottom")
@@ -136,7 +113,7 @@ def test_unreadable_caffemodel(tmp_path, content):
 
 
 def test_truncated_caffemodel(tmp_path):
-    data = caffe.serialise_net(random_caffe_layers(TINY))
+    data = caffe.serialise_net(caffe.random_layers(TINY))
     path = tmp_path / "cut.caffemodel"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="not a valid caffemodel.*past the end"):
@@ -216,7 +193,7 @@ def small_converted(tmp_path_factory):
     """A random caffemodel for the small config, converted by the CLI run as a script file."""
     root = tmp_path_factory.mktemp("small_caffe")
     caffemodel = caffe.write_caffemodel(root / "small.caffemodel",
-                                        random_caffe_layers("small", seed=2))
+                                        caffe.random_layers("small", seed=2))
     out = root / "keras" / "small.h5"
     result = run_cli(str(paths.REPO_ROOT / "model" / "convert_caffemodel.py"),
                      "--caffemodel", caffemodel, "--out", out, "--config", "small")
@@ -235,7 +212,7 @@ def test_converted_small_model_matches_opencv(tmp_path, small_converted, height,
     model = network.build_pose_model(cfg, weights=weights, vgg19=None)
     ours = [np.asarray(o)[0] for o in model(image[None])]
     assert ours[0].shape == (-(-height // 8), -(-width // 8), 38)
-    assert_maps_close(ours, opencv_maps(prototxt, caffemodel, image, cfg))
+    assert_maps_close(ours, cmu_weights.opencv_maps(prototxt, caffemodel, image, cfg))
 
 
 def test_full_model_conversion_matches_opencv(tmp_path):
@@ -243,18 +220,18 @@ def test_full_model_conversion_matches_opencv(tmp_path):
     run by Keras and OpenCV on a small image."""
     cfg = network.get_config("full")
     caffemodel = caffe.write_caffemodel(tmp_path / "pose_random.caffemodel",
-                                        random_caffe_layers(cfg, seed=4))
+                                        caffe.random_layers(cfg, seed=4))
     prototxt = caffe.write_deploy_prototxt(tmp_path / "pose_deploy.prototxt", cfg, 40, 48)
     out = tmp_path / "converted.weights.h5"
     assert caffe.convert_caffemodel(caffemodel, out, cfg) == 92
     image = np.random.default_rng(5).uniform(0, 255, (40, 48, 3)).astype("float32")
     model = network.build_pose_model(cfg, weights=out, vgg19=None)
     ours = [np.asarray(o)[0] for o in model(image[None])]
-    assert_maps_close(ours, opencv_maps(prototxt, caffemodel, image, cfg))
+    assert_maps_close(ours, cmu_weights.opencv_maps(prototxt, caffemodel, image, cfg))
 
 
 def test_mismatching_caffemodel_names_first_layer_and_both_shapes():
-    layers = random_caffe_layers("small", seed=6)
+    layers = caffe.random_layers("small", seed=6)
     specs = network.conv_layers("small")
     i = [s.name for s in specs].index("conv3_2")
     cout, cin = specs[i].caffe_shapes()[0][:2]
@@ -270,19 +247,19 @@ def test_mismatching_caffemodel_names_first_layer_and_both_shapes():
     # A stage-1 layer is reported under CMU's name; a missing one, and extra stages too.
     k = [s.name for s in specs].index("Mconv2_stage1_L2")
     renamed = [caffe.CaffeLayer("other", l.type, l.blobs) if n == k else l
-               for n, l in enumerate(random_caffe_layers("small"))]
+               for n, l in enumerate(caffe.random_layers("small"))]
     with pytest.raises(UserError, match=r"conv5_2_CPM_L2 \(Keras Mconv2_stage1_L2\).*no such"):
         caffe.caffe_to_keras(renamed, "small")
     deeper = network.PoseConfig("deeper", num_stages=4, width=0.25, input_size=184)
     with pytest.raises(UserError, match=r"Mconv1_stage4_L1: caffemodel has blobs \(32, 89, 7, 7\)"):
-        caffe.caffe_to_keras(random_caffe_layers(deeper), "small")
+        caffe.caffe_to_keras(caffe.random_layers(deeper), "small")
 
 
 # -------------------------------------------------------------------------- CLI bad inputs
 
 @pytest.fixture(scope="module")
 def bad_small_caffemodel(tmp_path_factory):
-    layers = random_caffe_layers("small", seed=7)
+    layers = caffe.random_layers("small", seed=7)
     specs = network.conv_layers("small")
     i = [s.name for s in specs].index("conv2_2")
     layers[i].blobs[1] = np.zeros(7, "float32")

@@ -11,7 +11,6 @@ import subprocess
 import numpy as np
 import pytest
 from http_server import Server
-from test_caffe import random_caffe_layers
 
 from model import caffe, cmu_weights, network, paths
 from model.errors import UserError
@@ -25,7 +24,7 @@ def served(tmp_path_factory):
     weights and CMU-named layers, its deploy prototxt, and a corrupted copy."""
     root = tmp_path_factory.mktemp("cmu_server")
     model = caffe.write_caffemodel(root / cmu_weights.CAFFEMODEL,
-                                   random_caffe_layers("full", seed=7))
+                                   caffe.random_layers("full", seed=7))
     caffe.write_deploy_prototxt(root / cmu_weights.PROTOTXT, "full")
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -111,9 +110,9 @@ def test_no_network_is_one_line_and_keeps_nothing_half_written(tmp_path, served)
 def test_opencv_check_tells_a_matching_conversion_from_a_wrong_one(tmp_path):
     """The check itself, on the small configuration: the converted weights match OpenCV's
     run of their own caffemodel, and not of another one."""
-    good = caffe.write_caffemodel(tmp_path / "good.caffemodel", random_caffe_layers("small", 1))
+    good = caffe.write_caffemodel(tmp_path / "good.caffemodel", caffe.random_layers("small", 1))
     other = caffe.write_caffemodel(tmp_path / "other.caffemodel",
-                                   random_caffe_layers("small", 2))
+                                   caffe.random_layers("small", 2))
     prototxt = caffe.write_deploy_prototxt(tmp_path / "small.prototxt", "small")
     weights = tmp_path / "good.h5"
     caffe.convert_caffemodel(good, weights, "small")

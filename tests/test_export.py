@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from test_caffe import random_caffe_layers
 
 from model import caffe, export, network
 from model.errors import UserError
@@ -16,7 +15,7 @@ from model.errors import UserError
 def converted_weights(tmp_path, config, seed):
     """Random weights (He-scaled, so the maps are far from zero) as a Keras weight file."""
     model = caffe.write_caffemodel(tmp_path / f"{config}.caffemodel",
-                                   random_caffe_layers(config, seed=seed))
+                                   caffe.random_layers(config, seed=seed))
     weights = tmp_path / f"{config}.h5"
     caffe.convert_caffemodel(model, weights, config)
     return weights
