@@ -28,7 +28,7 @@ from model.demo_predict import DEFAULT_UNCERTAIN_ABOVE
 from model.domains import (DARK, ENSEMBLE, ENSEMBLE_FUSE, EVAL_MODELS, MOTION_BLUR,
                            NORMAL)
 from model.errors import UserError
-from model.export import BACKENDS
+from model.backends import BACKENDS, TENSORFLOW
 from model.uncertainty import DEFAULT_MATCH_OKS
 
 ENSEMBLES = (ENSEMBLE, ENSEMBLE_FUSE)
@@ -52,7 +52,7 @@ def parse_args(argv=None):
                         "training/weights<effect>/weights.0100.h5 or its newest checkpoint), "
                         "or with --backend onnxruntime/openvino an .onnx file exported with "
                         "python -m model.export")
-    p.add_argument("--backend", default="tensorflow", choices=BACKENDS,
+    p.add_argument("--backend", default=TENSORFLOW, choices=BACKENDS,
                    help="what runs the single network (default: %(default)s)")
     for effect, name in ((NORMAL, "normal"), (DARK, "dark"), (MOTION_BLUR, "motion_blur")):
         p.add_argument(f"--weights_{name}", default=None,

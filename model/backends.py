@@ -22,7 +22,7 @@ from model.errors import UserError
 
 TENSORFLOW = "tensorflow"
 ONNX_BACKENDS = ("onnxruntime", "openvino")
-BACKENDS = (TENSORFLOW, *ONNX_BACKENDS)      # the order of model.export.BACKENDS
+BACKENDS = (TENSORFLOW, *ONNX_BACKENDS)
 ONNX_SUFFIX = ".onnx"
 KERAS_SUFFIX = ".h5"
 ONNX_FILE = re.compile(r"weights\.(\d{4,})\.onnx$")
@@ -144,4 +144,4 @@ def load_model(backend, config, path):
     if backend == TENSORFLOW:
         return network.load_pose_model(config, path)
     from model import export
-    return export.load_pose_backend(check_backend(backend), config, path)
+    return export.ONNX_MODELS[check_backend(backend)](path, config)

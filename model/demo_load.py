@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from model import network, paths
+from model import backends, network, paths
 from model.demo_predict import (DEFAULT_UNCERTAIN_ABOVE, FUSED, ROUTED, ExpertEnsemble,
                                 SinglePose)
 from model.domains import (DARK, EFFECT_NAMES, ENSEMBLE, ENSEMBLE_FUSE, EXPERT_EFFECTS,
                            MOTION_BLUR, NORMAL)
 from model.errors import UserError
-from model.export import load_pose_backend
 from model.uncertainty import DEFAULT_MATCH_OKS
 
 log = logging.getLogger("demo")
@@ -30,7 +29,7 @@ EXPORT_HINT = ("export one with python -m model.export --config CONFIG --weights
 def pose_network(backend, config, effect, weights):
     """(model, weights path) of the single-network demo: Keras weights (default: the
     expert of `effect`, model.network.find_weights) or an exported .onnx file."""
-    if backend == "tensorflow":
+    if backend == backends.TENSORFLOW:
         path, note = network.find_weights(effect, weights)
         log.info("weights: %s (%s), config %s", path, note, config)
     else:
@@ -39,7 +38,7 @@ def pose_network(backend, config, effect, weights):
                             f"FILE.onnx ({EXPORT_HINT})")
         path = Path(weights)
         log.info("%s: %s, config %s", backend, path, config)
-    return load_pose_backend(backend, config, path), path
+    return backends.load_model(backend, config, path), path
 
 
 def expert_weights(effect, given):

@@ -102,7 +102,7 @@ def decode_outputs(outputs, image_hw, settings, model_weights):
 
 
 class SinglePose:
-    """One network (Keras, ONNX Runtime or OpenVINO: model.export.load_pose_backend)."""
+    """One network (Keras, ONNX Runtime or OpenVINO: model.backends.load_model)."""
 
     def __init__(self, model, settings):
         self.model, self.settings = model, settings

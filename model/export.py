@@ -175,19 +175,8 @@ class OpenVinoPoseModel:
         return [result[i] for i in range(len(OUTPUT_NAMES))]
 
 
-BACKENDS = ("tensorflow", "onnxruntime", "openvino")
-
-
-def load_pose_backend(backend, config, weights):
-    """The network to run: Keras with a weight file, or an exported .onnx file run by ONNX
-    Runtime or OpenVINO. Each is called as model(batch) -> [paf, heatmaps]."""
-    if backend == "tensorflow":
-        return network.build_pose_model(config, training=False, weights=str(weights), vgg19=None)
-    if backend == "onnxruntime":
-        return OnnxPoseModel(weights, config)
-    if backend == "openvino":
-        return OpenVinoPoseModel(weights, config)
-    raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+# The backends that run an exported file (model/backends.py picks among these and Keras).
+ONNX_MODELS = {"onnxruntime": OnnxPoseModel, "openvino": OpenVinoPoseModel}
 
 
 def parse_args(argv=None):

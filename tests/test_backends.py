@@ -177,7 +177,6 @@ def test_default_onnx_beside_the_keras_weights(tmp_path, monkeypatch):
         "weights.0100.onnx"
     assert backends.find_model_file("tensorflow", "_dark", None, "small")[0].name == \
         "weights.0007.h5"
-    assert backends.BACKENDS == export.BACKENDS
 
 
 def test_fuse_takes_the_onnx_beside_the_recorded_weights(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from model import caffe, export, network
+from model import backends, caffe, export, network
 from model.errors import UserError
 
 
@@ -67,15 +67,14 @@ def test_openvino_matches_keras_small(small_export):
     assert relative_difference(keras_model, export.OpenVinoPoseModel(path, "small"), image) < 1e-4
 
 
-def test_load_pose_backend_names_and_refusals(small_export):
+def test_load_model_names_and_refusals(small_export):
     weights, path = small_export
-    assert isinstance(export.load_pose_backend("onnxruntime", "small", path), export.OnnxPoseModel)
-    assert isinstance(export.load_pose_backend("openvino", "small", path),
-                      export.OpenVinoPoseModel)
+    assert isinstance(backends.load_model("onnxruntime", "small", path), export.OnnxPoseModel)
+    assert isinstance(backends.load_model("openvino", "small", path), export.OpenVinoPoseModel)
     with pytest.raises(UserError, match="not an ONNX model"):
-        export.load_pose_backend("onnxruntime", "small", weights)      # a Keras .h5 file
-    with pytest.raises(UserError, match="unknown backend"):
-        export.load_pose_backend("tensorrt", "small", path)
+        backends.load_model("onnxruntime", "small", weights)      # a Keras .h5 file
+    with pytest.raises(UserError, match="unknown --backend"):
+        backends.load_model("tensorrt", "small", path)
 
 
 @pytest.mark.slow
