@@ -8,9 +8,11 @@
 --config picks the recipe (model.recipes): the network, the classifier's architecture, input,
 epochs and milestones, and the evaluation scale all default to that recipe's values.
 
-Steps: synthetic mini-COCO -> masks -> HDF5 -> domain-shifted evaluation sets -> the three
-experts -> the domain classifier and its predictions -> evaluation of the 4 test domains x
-(3 experts + routed ensemble + fused ensemble) -> uncertainty for the 4 domains -> summary.
+Steps: synthetic mini-COCO -> masks -> HDF5 -> domain-shifted evaluation sets -> the base
+network -> the three experts and the generalist, each fine-tuned from it for the same steps ->
+the domain classifier and its predictions -> evaluation of the 4 test domains x (3 experts +
+generalist + normal expert with a test-time gamma correction + routed and fused ensembles) ->
+uncertainty for the 4 domains -> the robustness sweep -> summary.
 Every step is one of the project's scripts with the command line a user would type; the
 runner prints it, times it and skips it on a rerun once it has finished (--force true redoes
 everything). Results: <results>/summary.md and <results>/*.png.
@@ -48,10 +50,13 @@ def parse_args(argv=None):
     p.add_argument("--num_eval", type=int, default=1000, help="images per evaluation set")
     p.add_argument("--config", default="small",
                    help=f"recipe: network and defaults ({', '.join(RECIPES)})")
-    p.add_argument("--pose_epochs", type=int, default=8, help="epochs of the normal expert")
+    p.add_argument("--pose_epochs", type=int, default=6,
+                   help="epochs of the base network on normal images")
     p.add_argument("--finetune_epochs", type=int, default=2,
-                   help="epochs of the dark and motion-blur experts, warm-started from the "
-                        "normal expert; 0 = train them from scratch like the normal one")
+                   help="epochs of each expert and of the generalist, all warm-started from "
+                        "the base network (the normal expert on normal images), so every "
+                        "column of the AP table has the same budget; 0 = no base network: "
+                        "each trains --pose_epochs from scratch")
     p.add_argument("--pose_steps", type=int, default=0,
                    help="steps per epoch; 0 = one pass over the training data")
     p.add_argument("--pose_batch", type=int, default=10)
@@ -88,6 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--fuse_skip_below", type=float, default=0.05,
                    help="ensemble.py --skip_below for the fused ensemble: an expert the "
                         "classifier gives less than this probability is not run on the image")
+    p.add_argument("--robustness_images", type=int, default=10,
+                   help="images of the normal evaluation set in the severity sweep "
+                        "(eval/robustness.py: 16 corrupted copies each)")
     p.add_argument("--force", type=str2bool, default=False, help="redo every step")
     return resolve_defaults(p.parse_args(argv))
 

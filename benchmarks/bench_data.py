@@ -3,18 +3,19 @@
   masks:  mask generation time per image (1 worker and --workers workers)
   hdf5:   compact HDF5 generation time per image, bytes per sample, and the ratio to the
           reference layout (one raw 6 x H x W uint8 record per main person) on the same input
-  pipeline: training input pipeline (model.pipeline.PoseBatches: HDF5 read and decode,
-          augmentation, effect, 57-channel targets at stride 8, 6 stages) at 368 x 368, one
-          process with one OpenCV thread, per effect of --pipeline_effects: samples per
-          CPU-second (= per core), samples per wall second and CPU ms per sample per stage
+  pipeline: model.pipeline.measure_throughput (read, decode, warp, effect, targets, one
+          process, one OpenCV thread) per --pipeline_configs crop size, --pipeline_effects
+          effect and PIPELINE_VARIANTS: samples per CPU-second and per wall second, CPU ms
+          per sample per stage, share of samples decoded at each reduction
 
-Each measurement function takes (coco_root, workers) and returns rows (metric, value, unit);
-add a new measurement by writing such a function and registering it in MEASUREMENTS.
-Runs on a COCO-layout folder (--coco_root) or, with --synthetic_train/--synthetic_val > 0,
-on a synthetic mini-COCO generated into a temporary folder first (seeded, --seed). Nothing is
-written outside temporary folders. Prints a markdown table; --out also writes it as JSON.
+Each measurement function takes (coco_root, workers) and returns rows (metric, value, unit),
+registered in MEASUREMENTS. Runs on a COCO-layout folder (--coco_root) or, with
+--synthetic_train > 0, on a synthetic mini-COCO generated into a temporary folder first
+(seeded, --seed). Nothing is written outside temporary folders. Prints a markdown table;
+--out also writes it as JSON.
 """
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -24,12 +25,17 @@ from pathlib import Path
 
 from model import cli, paths
 from model.coco import SOURCES
-from model.domains import EXPERT_EFFECTS
+from model.domains import EXPERT_EFFECTS, TRAINED_MODELS
 from model.errors import UserError
 from model.files import write_json
 from model.hdf5 import generate_hdf5
 from model.masks import generate_masks
+from model.recipes import RECIPES
 from model.synthetic import generate_dataset
+from model.train_config import augment_params
+
+# (effect_stage, reduced decoding): the earlier pipeline, the source stage alone, the default
+PIPELINE_VARIANTS = (("crop", False), ("source", False), ("source", True))
 
 
 def _annotations_only_root(coco_root, tmp):
@@ -89,24 +95,35 @@ def bench_hdf5(coco_root, workers):
     return rows
 
 
-def bench_pipeline(coco_root, workers, effects=EXPERT_EFFECTS, seed=0):
+def bench_pipeline(coco_root, workers, effects=EXPERT_EFFECTS, seed=0, configs=tuple(RECIPES)):
     """Throughput of the training input pipeline on the train HDF5 of coco_root (masks and
-    HDF5 written to a temporary folder first, not timed)."""
+    HDF5 written to a temporary folder first, not timed), per configuration, effect and
+    variant (PIPELINE_VARIANTS)."""
     from model.pipeline import measure_throughput  # imports TensorFlow: only when measured
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = _annotations_only_root(coco_root, tmp)
         generate_masks(root, workers=workers)
         reports = generate_hdf5(root, Path(tmp) / "h5", workers=workers)
-        for effect in effects:
-            r = measure_throughput(reports["train"]["path"], effect=effect, seed=seed)
-            name = f"pipeline 368x368, effect {effect or 'none'}"
-            rows += [(f"{name}, 1 process", r["samples_per_cpu_s"], "samples / CPU-s (per core)"),
-                     (f"{name}, 1 process, wall", r["samples_per_s"], "samples / s")]
-            rows += [(f"{name}: {stage}", ms, "CPU ms / sample")
-                     for stage, ms in r["stage_cpu_ms_per_sample"].items()]
+        for config, effect, (stage, reduced) in itertools.product(configs, effects,
+                                                                  PIPELINE_VARIANTS):
+            r = measure_throughput(reports["train"]["path"], effect=effect, seed=seed,
+                                   params=augment_params(config, effect_stage=stage),
+                                   reduced_decode=reduced)
+            rows += _pipeline_rows(r, config, effect, stage, reduced)
         rows.append(("pipeline samples measured", r["samples"], "samples"))
     return rows
+
+
+def _pipeline_rows(r, config, effect, stage, reduced):
+    name = (f"pipeline {config} {r['crop_size']}x{r['crop_size']}, effect {effect or 'none'}, "
+            f"{stage} stage, {'reduced' if reduced else 'full-size'} decode")
+    return ([(f"{name}, 1 process", r["samples_per_cpu_s"], "samples / CPU-s (per core)"),
+             (f"{name}, 1 process, wall", r["samples_per_s"], "samples / s")]
+            + [(f"{name}: {k}", ms, "CPU ms / sample")
+               for k, ms in r["stage_cpu_ms_per_sample"].items()]
+            + [(f"{name}: decoded at 1/{f}", share, "of samples")
+               for f, share in r["decode_reductions"].items()])
 
 
 MEASUREMENTS = {"masks": bench_masks, "hdf5": bench_hdf5, "pipeline": bench_pipeline}
@@ -127,8 +144,13 @@ def parse_args(argv=None):
                         help="val2014 images of that synthetic set (default: %(default)s)")
     cli.add_seed(parser)
     parser.add_argument("--pipeline_effects", nargs="+", default=list(EXPERT_EFFECTS),
-                        choices=list(EXPERT_EFFECTS),
-                        help="effects measured by the pipeline measurement (default: all)")
+                        choices=list(TRAINED_MODELS),
+                        help="effects measured by the pipeline measurement (default: the "
+                             "experts' three)")
+    parser.add_argument("--pipeline_configs", nargs="+", default=list(RECIPES),
+                        choices=list(RECIPES),
+                        help="configurations (crop size, target_dist) the pipeline "
+                             "measurement runs at (default: all)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -156,8 +178,8 @@ def main(argv=None):
                    "workers": args.workers, "cpu_count": os.cpu_count(),
                    "seed": args.seed if args.synthetic_train > 0 else None, "rows": []}
         for name in args.measure:
-            options = ({"effects": args.pipeline_effects, "seed": args.seed}
-                       if name == "pipeline" else {})
+            options = ({"effects": args.pipeline_effects, "seed": args.seed,
+                        "configs": args.pipeline_configs} if name == "pipeline" else {})
             results["rows"] += [list(r) for r in MEASUREMENTS[name](coco_root, args.workers,
                                                                      **options)]
     finally:

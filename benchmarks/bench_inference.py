@@ -13,6 +13,9 @@ same machine and load. Post-processing (maps at network resolution -> people -> 
 records, model/inference.py + model/decode.py at the default working grid) is timed on a
 640 x 480 scene of 5 people rendered by the ground-truth encoder with noise, as in
 benchmarks/bench_decode.py. The CPU model and the thread settings are printed with the table.
+Every call is timed until its maps are in host memory (NumPy), so a GPU's asynchronous
+kernels are counted to their end. benchmarks/gpu_check.py times the same calls on a GPU,
+with ONNX Runtime on its CUDA provider (`onnxruntime_backend`).
 """
 import argparse
 import platform
@@ -59,6 +62,48 @@ def median_ms(call, batch, repeats):
     return statistics.median(times) * 1000.0
 
 
+def materialised(call):
+    """`call` returning its outputs as NumPy arrays: on a GPU, the copy back waits for the
+    kernels, so the time is the whole call's (on a CPU the copy costs next to nothing)."""
+    return lambda batch: [np.asarray(o) for o in call(batch)]
+
+
+def tensorflow_backends(config, weights):
+    """The Keras model with `weights`, called eagerly (as model/inference.py calls it) and
+    as a tf.function graph."""
+    keras_model = network.build_pose_model(config, weights=str(weights), vgg19=None)
+    graph = tf.function(lambda b: keras_model(b, training=False), reduce_retracing=True)
+    return {"TensorFlow": materialised(lambda b: keras_model(b, training=False)),
+            "TensorFlow tf.function": materialised(graph)}
+
+
+def onnxruntime_backend(onnx_path, provider="CPUExecutionProvider"):
+    """(call, providers in use) of an ONNX Runtime session on `provider` alone: a provider
+    that cannot start (no CUDA, missing libraries) is an error here, not a quiet fall-back
+    to the CPU as in ONNX Runtime's own default."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=[provider])
+    used = session.get_providers()
+    if not used or used[0] != provider:
+        raise RuntimeError(f"ONNX Runtime did not start {provider} (running on {used}; "
+                           f"available: {ort.get_available_providers()})")
+    name = session.get_inputs()[0].name
+    return (lambda b: session.run(None, {name: np.ascontiguousarray(b, np.float32)})), used
+
+
+def time_backends(backends, sizes=None, repeats=5, seed=0):
+    """{size: {backend: median ms}} for batch-1 uniform noise images of each size (one image
+    per size, the same for every backend)."""
+    rng = np.random.default_rng(seed)
+    results = {}
+    for size, (h, w) in (sizes or SIZES).items():
+        batch = rng.uniform(0, 255, (1, h, w, 3)).astype(np.float32)
+        results[size] = {name: median_ms(call, batch, repeats) for name, call in backends.items()}
+    return results
+
+
 def postprocess_ms(repeats, seed=0):
     ref = load_literal()
     hw = (480, 640)
@@ -79,20 +124,11 @@ def run(config, repeats):
         weights = random_weights(config, tmp)
         onnx_path = Path(tmp) / "pose.onnx"
         export.export_onnx(config, weights, onnx_path)
-        keras_model = network.build_pose_model(config, weights=str(weights), vgg19=None)
-        graph = tf.function(lambda b: keras_model(b, training=False), reduce_retracing=True)
-        # "TensorFlow" is how model/inference.py calls the network (eager Keras call)
-        backends = {"TensorFlow": lambda b: keras_model(b, training=False),
-                    "TensorFlow tf.function": graph,
+        backends = {**tensorflow_backends(config, weights),
                     "ONNX Runtime": export.OnnxPoseModel(onnx_path, config),
                     "OpenVINO": export.OpenVinoPoseModel(onnx_path, config),
                     "OpenVINO bf16": export.OpenVinoPoseModel(onnx_path, config, "bf16")}
-        rng = np.random.default_rng(0)
-        results = {}
-        for size, (h, w) in SIZES.items():
-            batch = rng.uniform(0, 255, (1, h, w, 3)).astype(np.float32)
-            results[size] = {name: median_ms(call, batch, repeats)
-                             for name, call in backends.items()}
+        results = time_backends(backends, SIZES, repeats)
     threads = {"tensorflow_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                "tensorflow_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                "onnxruntime_intra_op": "0 (one per core)"}

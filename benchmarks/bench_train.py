@@ -1,9 +1,10 @@
 """Training throughput: samples/s and step time of a pose configuration (default the full
-CMU model at 368 x 368) with and without mixed precision, and the input pipeline's rate
-beside it, on whatever device TensorFlow sees.
+CMU model at 368 x 368) in float32 and Keras' mixed precisions (float16 with loss scaling,
+bfloat16), optionally compiled with XLA, and the input pipeline's rate beside it, on
+whatever device TensorFlow sees.
 
-    python benchmarks/bench_train.py --batch_size 16 --steps 20          # on a GPU
-    python benchmarks/bench_train.py --batch_size 2 --steps 2            # on a CPU
+    python benchmarks/bench_train.py --batch_size 16 --steps 20 --jit_compile both     # GPU
+    python benchmarks/bench_train.py --batch_size 2 --steps 2 --precisions float32 bfloat16
 
 The model step runs on random inputs of the crop size (its compute alone); the pipeline
 (HDF5 -> augmentation -> effect -> targets, read ahead by --workers threads as in training)
@@ -25,8 +26,11 @@ from model.errors import UserError
 from model.files import write_json
 from model.optim import make_optimizer
 from model.pipeline import BatchStream, PoseBatches
-from model.train_config import augment_params, resolve_schedule
+from model.train_config import KERAS_POLICIES, augment_params, resolve_schedule
 from model.train_step import Stepper, make_strategy, output_names
+from model.trainer import LOSS_SCALED, float32_outputs
+
+PRECISIONS = ("float32", "float16", "bfloat16")
 
 
 def device_description():
@@ -49,36 +53,56 @@ def random_batch(pcfg, batch_size, names, seed):
     return inputs, targets
 
 
-def time_train_steps(config="full", batch_size=10, steps=5, warmup=1, mixed_precision=False,
-                     seed=0, distribute="none"):
-    """The model's training step alone, on random inputs of the configuration's crop size:
-    {"step_s": median seconds per step, "samples_per_s", "steps", "batch_size"}."""
-    pcfg = network.get_config(config)
-    strategy = make_strategy(distribute)
-    keras.utils.set_random_seed(seed)
-    if mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+def result_key(precision, jit_compile=False):
+    """The name of one timing in the results: the Keras policy, "_xla" when compiled."""
+    return KERAS_POLICIES.get(precision, "float32") + ("_xla" if jit_compile else "")
+
+
+def build_for_timing(pcfg, batch_size, precision, strategy, seed):
+    """Training model and built optimizer as model/trainer.py makes them for `precision`:
+    the mixed policy while building, float32 outputs, loss scaling for float16 only."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    policy = KERAS_POLICIES.get(precision)
+    if policy:
+        keras.mixed_precision.set_global_policy(policy)
     try:
         with strategy.scope():
             model = network.build_pose_model(pcfg, training=True, vgg19=None, seed=seed)
+            if policy:
+                model = float32_outputs(model)
             opt = make_optimizer(resolve_schedule("auto", pcfg), None, batch_size, 10 ** 6,
-                                 mixed_precision)
+                                 precision == LOSS_SCALED)
             opt.build(model.trainable_variables)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    return model, opt
+
+
+def time_train_steps(config="full", batch_size=10, steps=5, warmup=1, precision="float32",
+                     jit_compile=False, seed=0, distribute="none"):
+    """The model's training step alone, on random inputs of the configuration's crop size:
+    {"step_s": median seconds per step, "samples_per_s", "first_step_s" (graph tracing, and
+    the XLA compilation with jit_compile), "steps", "batch_size", "precision", ...}."""
+    pcfg = network.get_config(config)
+    strategy = make_strategy(distribute)
+    keras.utils.set_random_seed(seed)
+    model, opt = build_for_timing(pcfg, batch_size, precision, strategy, seed)
     names = output_names(pcfg.num_stages)
     inputs, targets = random_batch(pcfg, batch_size, names, seed)
-    stepper = Stepper(model, opt, strategy, batch_size, names)
-    for _ in range(max(1, warmup)):      # the first call traces the graph
-        stepper.train(inputs, targets)
+    stepper = Stepper(model, opt, strategy, batch_size, names, jit_compile=jit_compile)
     times = []
-    for _ in range(steps):
+    # The first call traces (and compiles) the graph; train() returns numpy losses, so each
+    # timed call includes the whole step on the device.
+    for _ in range(max(1, warmup) + steps):
         t = time.perf_counter()
         stepper.train(inputs, targets)
         times.append(time.perf_counter() - t)
-    step = float(np.median(times))
-    return {"step_s": step, "samples_per_s": batch_size / step, "steps": steps,
-            "batch_size": batch_size, "mixed_precision": bool(mixed_precision),
+    first, step = times[0], float(np.median(times[max(1, warmup):]))
+    return {"step_s": step, "samples_per_s": batch_size / step, "first_step_s": first,
+            "steps": steps, "warmup": max(1, warmup), "batch_size": batch_size,
+            "input_size": pcfg.input_size, "precision": precision,
+            "policy": result_key(precision), "jit_compile": bool(jit_compile),
             "replicas": strategy.num_replicas_in_sync}
 
 
@@ -115,8 +139,11 @@ def parse_args(argv=None):
                         help="timed optimizer steps per precision (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed steps first (graph tracing) (default: %(default)s)")
-    parser.add_argument("--mixed_precision", default="both", choices=["both", "true", "false"],
-                        help="which precisions to time (default: %(default)s)")
+    parser.add_argument("--precisions", nargs="+", default=["float32", "float16"],
+                        choices=PRECISIONS, help="float16 = mixed_float16 with loss scaling, "
+                        "bfloat16 = mixed_bfloat16 (default: %(default)s)")
+    parser.add_argument("--jit_compile", default="false", choices=["false", "true", "both"],
+                        help="XLA-compile the train step (default: %(default)s)")
     parser.add_argument("--distribute", default="none", choices=["none", "mirrored"],
                         help="mirrored: every visible GPU (default: %(default)s)")
     parser.add_argument("--hdf5_dir", type=Path, default=paths.DATASET_DIR,
@@ -146,23 +173,24 @@ def main(argv=None):
         raise UserError(f"training HDF5 not found: {hdf5} (write it with "
                         "training/generate_hdf5_coco2014.py, or pass --pipeline false)")
     cfg = network.get_config(args.config)
-    precisions = {"both": [False, True], "true": [True], "false": [False]}[args.mixed_precision]
+    jit = {"both": [False, True], "true": [True], "false": [False]}[args.jit_compile]
     results = {"config": cfg.name, "input_size": cfg.input_size, "seed": args.seed,
                "device": device_description(), "model": {}}
     print(f"device: {results['device']}; config {cfg.name} at {cfg.input_size} x "
           f"{cfg.input_size}, batch {args.batch_size}, seed {args.seed}")
-    for mixed in precisions:
+    for precision, compiled in [(p, j) for p in dict.fromkeys(args.precisions) for j in jit]:
         start = time.time()
-        r = time_train_steps(cfg, args.batch_size, args.steps, args.warmup, mixed,
-                                   args.seed, args.distribute)
-        key = "mixed_float16" if mixed else "float32"
+        r = time_train_steps(cfg, args.batch_size, args.steps, args.warmup, precision,
+                             compiled, args.seed, args.distribute)
+        key = result_key(precision, compiled)
         results["model"][key] = r
-        print(f"model {key:13s}: {r['step_s'] * 1000:9.1f} ms/step, "
+        print(f"model {key:18s}: {r['step_s'] * 1000:9.1f} ms/step, "
               f"{r['samples_per_s']:8.2f} samples/s ({r['replicas']} replica(s), median of "
-              f"{r['steps']} steps, {time.time() - start:.0f} s)")
+              f"{r['steps']} steps; first step {r['first_step_s']:.1f} s; "
+              f"{time.time() - start:.0f} s)")
     if args.pipeline:
         r = time_pipeline(hdf5, cfg, args.batch_size, args.pipeline_batches, args.workers,
-                                args.effect, args.seed)
+                          args.effect, args.seed)
         results["pipeline"] = r
         print(f"pipeline ({args.workers} threads): {r['batch_s'] * 1000:9.1f} ms/batch, "
               f"{r['samples_per_s']:8.2f} samples/s")

@@ -25,8 +25,7 @@ from model import demo, inference, network, paths, tracking
 from model.cli import ensure_writable_dir, main_guard, str2bool
 from model.demo_load import build_predictor
 from model.demo_predict import DEFAULT_UNCERTAIN_ABOVE
-from model.domains import (DARK, ENSEMBLE, ENSEMBLE_FUSE, EVAL_MODELS, MOTION_BLUR,
-                           NORMAL)
+from model.domains import DARK, ENSEMBLE, ENSEMBLE_FUSE, MOTION_BLUR, NORMAL, TRAINED_MODELS
 from model.errors import UserError
 from model.backends import BACKENDS, TENSORFLOW
 from model.uncertainty import DEFAULT_MATCH_OKS
@@ -42,9 +41,10 @@ def parse_args(argv=None):
                         help="every image of a folder (jpg, jpeg, png, bmp, tif, tiff, webp)")
     source.add_argument("--video", type=Path, help="a video file")
     source.add_argument("--camera", type=int, help="a camera index (OpenCV)")
-    p.add_argument("--effect", default=NORMAL, choices=EVAL_MODELS,
+    p.add_argument("--effect", default=NORMAL, choices=TRAINED_MODELS + ENSEMBLES,
                    help="whose network: an expert ('' normal, _dark, _motion_blur; its "
-                        "default weights) or the three experts with the domain classifier: "
+                        "default weights), the generalist (_mixed, training/weights_mixed) "
+                        "or the three experts with the domain classifier: "
                         "_ensemble (routed to the most probable domain's expert) or "
                         "_ensemble_fuse (maps fused by the domain probabilities)")
     p.add_argument("--weights", default=None,

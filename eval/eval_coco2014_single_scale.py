@@ -10,15 +10,18 @@ keypoint_results.json, metrics.csv, run.json. --compute_keypoint False re-evalua
 results (how the ensembles, whose results train_expert_classifier/ensemble.py writes, are
 evaluated). An interrupted prediction resumes from its partial file (model.eval_run).
 --backend onnxruntime|openvino runs an exported .onnx model instead of Keras (model.backends);
-the decoder is the same.
+the decoder is the same. The baselines: --effect _mixed runs the generalist's weights
+(training/weights_mixed), --effect _normal_gamma the normal expert's (training/weights) on
+every image gamma-corrected first (model.effects.gamma_correct, --gamma_target).
 """
 import argparse
 import logging
 
-from model import backends, eval_run, evaluation, inference, network, paths
+from model import backends, effects, eval_run, evaluation, inference, network, paths
 from model.cli import (add_coco_root, add_data_type, add_seed, check_data_type,
                        ensure_writable_dir, main_guard, str2bool)
-from model.domains import EFFECT_NAMES, ENSEMBLE, EVAL_MODELS, NORMAL
+from model.domains import (EFFECT_NAMES, ENSEMBLE, EVAL_MODELS, NORMAL, NORMAL_GAMMA,
+                           weights_effect)
 from model.errors import UserError
 from model.network import CONFIGS
 from model.recipes import get_recipe
@@ -31,7 +34,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--effect", default=NORMAL,
                    help="model: '' (normal), _dark, _motion_blur (experts), _ensemble (routed), "
-                        "_ensemble_fuse (fused; both need --compute_keypoint False)")
+                        "_ensemble_fuse (fused; both need --compute_keypoint False), _mixed "
+                        "(the generalist), _normal_gamma (the normal expert on gamma-corrected "
+                        "images)")
     add_data_type(p, default=paths.EVAL_DATATYPES[0])
     p.add_argument("--fir_img_num", type=int, default=None,
                    help="evaluate the first N images of the set (default: all, at most 1000)")
@@ -41,6 +46,7 @@ def parse_args(argv=None):
                    help="run the COCO evaluation and the breakdown (default: true)")
     p.add_argument("--weights", default=None,
                    help="Keras weight file (default: training/weights<effect>/weights.0100.h5, "
+                        "training/weights/ for _normal_gamma, "
                         "else the newest weights.NNNN.h5 there); with --backend onnxruntime "
                         "or openvino an .onnx file (default: weights.0100.onnx there, else "
                         "the newest weights.NNNN.onnx)")
@@ -69,6 +75,10 @@ def parse_args(argv=None):
     p.add_argument("--allow_partial_weights", type=str2bool, default=False,
                    help="accept a Keras weight file that lacks some layers of --config, "
                         "which then keep their random initial values (default: false)")
+    p.add_argument("--gamma_target", type=float, default=None,
+                   help="--effect _normal_gamma: the mean luminance (0..1) each image is "
+                        f"brightened to (default: {effects.GAMMA_TARGET}, that of normal "
+                        "training images; docs/recipe.md section 6)")
     add_seed(p)
     return with_recipe_defaults(p.parse_args(argv))
 
@@ -92,6 +102,10 @@ def check_args(args):
     backends.check_backend(args.backend)
     if args.batch_size < 1:
         raise UserError("--batch_size must be >= 1")
+    if args.gamma_target is not None and args.effect != NORMAL_GAMMA:
+        raise UserError(f"--gamma_target is for --effect {NORMAL_GAMMA} only")
+    if args.gamma_target is not None and not 0 < args.gamma_target < 1:
+        raise UserError(f"--gamma_target must be between 0 and 1, got {args.gamma_target}")
     if args.compute_keypoint and args.effect.startswith(ENSEMBLE):
         raise UserError(f"the {EFFECT_NAMES[args.effect]} results are written by "
                         f"train_expert_classifier/ensemble.py; evaluate them with "
@@ -124,8 +138,8 @@ def main(argv=None):
              f"--coco_root {args.coco_root}")
     images = images_to_evaluate(coco, args)
     if args.compute_keypoint:  # before anything is written
-        weights, note = backends.find_model_file(args.backend, args.effect, args.weights,
-                                                 args.config)
+        weights, note = backends.find_model_file(args.backend, weights_effect(args.effect),
+                                                 args.weights, args.config)
         backends.check_model_file(args.backend, weights, args.config)
         if args.backend == backends.TENSORFLOW and not args.allow_partial_weights:
             network.check_weight_coverage(args.config, weights,
@@ -136,8 +150,10 @@ def main(argv=None):
              args.coco_dataType, len(images), run_dir, args.seed)
 
     if args.compute_keypoint:
+        correction = (eval_run.GammaCorrection(args.gamma_target or effects.GAMMA_TARGET)
+                      if args.effect == NORMAL_GAMMA else None)
         records, predicted, seconds = eval_run.predict(args, weights, note, images, settings,
-                                                       run_dir)
+                                                       run_dir, correction)
     else:
         records, predicted, seconds = eval_run.saved_results(
             args.coco_dataType, args.effect, coco, images, run_dir)

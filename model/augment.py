@@ -18,6 +18,16 @@ target grid, so a limb crossing the border still has its inside part. Unlabelled
 (v = 0) keep (0, 0). The image is resampled bilinearly (the references used bicubic: 6x
 slower here, no visible gain at the network's stride), border filled with grey `fill`; the
 mask bilinearly with border 255 ("compute the loss": nothing is unknown outside the image).
+
+The expert's effect goes on the source image before this transform (effect_stage "source",
+the default): the fork's HDF5 held effected full-size images, and the evaluation sets blur the
+full-size image too, so the 30 px blur shrinks with the image exactly as the person does.
+effect_stage "crop" applies it to the S x S crop instead (30 px whatever the scale).
+
+Reduced decoding: when M shrinks the image by 2x or more, the JPEG can be decoded at 1/f of
+its size (f = 2, 4, 8: libjpeg's scaled decode, pixel i of the reduced grid covering full-size
+pixels f*i .. f*i + f - 1, so its centre is at f*i + (f - 1) / 2). reduced_transform folds
+that grid into M; the mask and the joints stay in full-size coordinates under M itself.
 """
 import dataclasses
 import math
@@ -27,6 +37,11 @@ import numpy as np
 
 from model.coco import BOX_SIZE
 from model.skeleton import FLIP_CMU
+
+# Where the expert's effect is applied: on the source image before the affine, or on the crop.
+EFFECT_STAGES = ("source", "crop")
+# The reductions libjpeg decodes at directly, largest first.
+DECODE_REDUCTIONS = (8, 4, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +54,7 @@ class AugmentParams:
     center_perturb: float = 40.0  # crop pixels, uniform in +-center_perturb on each axis
     flip_prob: float = 0.5
     fill: int = 128               # image border (grey)
+    effect_stage: str = "source"  # one of EFFECT_STAGES
 
     def __post_init__(self):
         if self.crop_size <= 0 or self.target_dist <= 0:
@@ -47,6 +63,9 @@ class AugmentParams:
             raise ValueError("need 0 < scale_min <= scale_max")
         if not 0 <= self.flip_prob <= 1:
             raise ValueError("flip_prob must be in [0, 1]")
+        if self.effect_stage not in EFFECT_STAGES:
+            raise ValueError(f"effect_stage must be one of {EFFECT_STAGES}, got "
+                             f"{self.effect_stage!r}")
 
 
 def crop_transform(objpos, scale, angle_deg=0.0, shift=(0.0, 0.0), flip=False, crop_size=368):
@@ -138,3 +157,21 @@ def center_crop(sample, params=AugmentParams()):
 def transform_scale(M):
     """The isotropic scale factor of an affine M made by crop_transform."""
     return math.sqrt(abs(np.linalg.det(M[:, :2])))
+
+
+def decode_reduction(M):
+    """The largest f of DECODE_REDUCTIONS (else 1) with f * scale(M) <= 1: decoding at 1/f
+    then never needs upsampling by the warp (libjpeg's reduced decode averages each f x f
+    block, a better pre-filter for the shrinking warp than none)."""
+    scale = transform_scale(M)
+    return next((f for f in DECODE_REDUCTIONS if f * scale <= 1.0 + 1e-9), 1)
+
+
+def reduced_transform(M, reduction):
+    """M for an image decoded at 1/reduction: reduced pixel (u, v) is full-size pixel
+    (f u + (f - 1) / 2, f v + (f - 1) / 2)."""
+    if reduction == 1:
+        return M
+    f = float(reduction)
+    grid = np.array([[f, 0.0, (f - 1) / 2], [0.0, f, (f - 1) / 2], [0.0, 0.0, 1.0]])
+    return M @ grid

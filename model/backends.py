@@ -140,8 +140,12 @@ def check_model_file(backend, path, config=None):
 
 def load_model(backend, config, path):
     """The network of `config` to call as model(batch) -> [paf, heatmaps]: the Keras test
-    model with the weights `path`, or the ONNX model `path` run by ONNX Runtime / OpenVINO."""
+    model with the weights `path`, or the ONNX model `path` run by ONNX Runtime / OpenVINO.
+    Either has `paf_origin`, the input pixel of its PAF cell 0 (model.network), from the
+    weight file or the ONNX metadata (the targets' grid when a file does not say)."""
     if backend == TENSORFLOW:
         return network.load_pose_model(config, path)
     from model import export
-    return export.ONNX_MODELS[check_backend(backend)](path, config)
+    model = export.ONNX_MODELS[check_backend(backend)](path, config)
+    model.paf_origin = float(model.metadata.get("paf_origin", network.TARGETS_PAF_ORIGIN))
+    return model

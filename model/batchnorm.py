@@ -84,17 +84,18 @@ def _conv_bn_relu(spec, x, init_seed, synchronized):
     return keras.layers.ReLU(name=spec.name + "_relu")(h)
 
 
-def build_bn_training_model(config, seed=None, synchronized=False):
+def build_bn_training_model(config, seed=None, synchronized=False,
+                            input_norm=network.DEFAULT_INPUT_NORM):
     """The training model of `config` (same inputs, outputs and layer names as
     model.network's) with a BatchNormalization (layer <conv>_bn) between every hidden
     convolution and its ReLU. The network at inference is unchanged: fold_batch_norm turns
     each conv + BN pair back into one convolution of the plain model, which is what the
     weight files hold (so the evaluation, the ensembles and the Caffe tools see the same
-    network)."""
+    network). input_norm: the input layer, "folded" or "plain" (model.network)."""
     cfg = network.get_config(config)
     image = keras.Input((cfg.input_size, cfg.input_size, 3), name="image")
     mask = keras.Input((cfg.output_size, cfg.output_size, 1), name="mask")
-    t = {"image": keras.layers.Rescaling(1.0 / 256, offset=-0.5, name="normalise")(image)}
+    t = {"image": network.input_layer(input_norm)(image)}
     for i, spec in enumerate(network.layer_plan(cfg)):
         ins = [t[n] for n in spec.inputs]
         if spec.kind == "pool":
@@ -107,8 +108,10 @@ def build_bn_training_model(config, seed=None, synchronized=False):
     outputs = [keras.layers.Multiply(name=f"stage{s}_L{b}")([t[name], mask])
                for s in range(1, cfg.num_stages + 1)
                for b, name in enumerate(network.output_layer_names(cfg, s), 1)]
-    return keras.Model({"image": image, "mask": mask}, outputs,
-                       name=f"pose_{cfg.name}_training_bn")
+    model = keras.Model({"image": image, "mask": mask}, outputs,
+                        name=f"pose_{cfg.name}_training_bn")
+    network.plain_from_folded_init(model)
+    return model
 
 
 def fold_batch_norm(bn_model, plain_model, config):

@@ -317,7 +317,11 @@ def caffe_to_keras(layers, config="full"):
 def convert_caffemodel(caffemodel, out, config="full"):
     """Read CMU's caffemodel, convert every layer to the Keras model of `config`, save Keras
     weights to `out` (atomically; format by suffix, see network.save_weights). Every check
-    runs before anything is written. Returns the number of layers converted."""
+    runs before anything is written. Returns the number of layers converted.
+
+    The file records CMU's conventions: the folded input layer (CMU's x/256 - 0.5 in front of
+    its conv1_1) and PAF cell j at input pixel 8j (network.CMU_PAF_ORIGIN: Caffe's
+    putVecMaps put no half-cell offset on the PAF grid), which inference honours."""
     cfg = network.get_config(config)
     out = Path(out)
     ensure_writable_dir(out.parent)
@@ -328,7 +332,8 @@ def convert_caffemodel(caffemodel, out, config="full"):
              "match", caffemodel, sum(1 for layer in layers if layer.blobs), time.time() - t0,
              len(weights), cfg.name)
     t0 = time.time()
-    model = network.build_pose_model(cfg, vgg19=None)
+    model = network.build_pose_model(cfg, vgg19=None, input_norm="folded")
+    model.paf_origin = network.CMU_PAF_ORIGIN
     set_names = network.assign_weights(model, weights, f"caffemodel {caffemodel}")
     missing = sorted({layer.name for layer in model.layers if layer.weights} - set(set_names))
     if missing:

@@ -14,8 +14,11 @@
    on one image and requires the same maps (to 1e-3 of their range).
 6. Only then moves the weights to --out (default training/weights/weights.0100.h5, where
    eval/eval_coco2014_single_scale.py --effect "" and eval/demo.py look without flags) and
-   writes <out>.json beside it: source, MD5, the check's numbers, the licence.
-A rerun with everything in place does nothing; --force true redoes the conversion.
+   writes <out>.json beside it: source, MD5, the check's numbers, the PAF grid, the licence.
+The weight file records CMU's PAF grid (cell j at input pixel 8j, model.network
+CMU_PAF_ORIGIN), which inference honours. A rerun with everything in place does nothing
+(a file installed before the grid was recorded gets the record); --force true redoes the
+conversion.
 """
 import argparse
 import hashlib
@@ -23,19 +26,21 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 from tqdm import tqdm
 
 from model import caffe, network, paths
 from model.cli import ensure_writable_dir, main_guard, str2bool
 from model.errors import UserError
-from model.files import write_json
+from model.files import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +194,13 @@ def install(out=DEFAULT_OUT, download_dir=DEFAULT_DOWNLOAD_DIR, force=False):
     record_path = out.with_name(out.name + ".json")
     model_url, prototxt_url, md5 = sources()
     if not force and out.is_file() and _recorded_md5(record_path) == md5:
-        log.info("%s is already CMU's converted model (MD5 %s); nothing to do", out, md5)
-        return json.loads(record_path.read_text())
+        record = json.loads(record_path.read_text())
+        if network.file_conventions(out, defaults=False)["paf_origin"] is None:
+            record = _record_paf_grid(out, record_path, record)
+            log.info("%s: CMU's PAF grid recorded (cell j at input pixel 8j)", out)
+        else:
+            log.info("%s is already CMU's converted model (MD5 %s); nothing to do", out, md5)
+        return record
     ensure_writable_dir(download_dir)
     ensure_writable_dir(out.parent)
     caffemodel = download(model_url, download_dir / CAFFEMODEL)
@@ -213,7 +223,19 @@ def install(out=DEFAULT_OUT, download_dir=DEFAULT_DOWNLOAD_DIR, force=False):
               "prototxt": prototxt_url, "opencv_check": {"image_hw": list(CHECK_SIZE),
                                                          "max_relative_difference": check,
                                                          "tolerance": CHECK_TOLERANCE},
-              "licence": LICENCE}
+              "paf_origin": network.CMU_PAF_ORIGIN, "licence": LICENCE}
+    write_json(record_path, record)
+    return record
+
+
+def _record_paf_grid(out, record_path, record):
+    """Add CMU's PAF grid to weights converted before files recorded it (a copy with the
+    attribute, renamed over the file) and to their record; returns the record."""
+    with atomic_path(out) as tmp:
+        shutil.copyfile(out, tmp)
+        with h5py.File(tmp, "a") as f:
+            f.attrs["paf_origin"] = network.CMU_PAF_ORIGIN
+    record = dict(record, paf_origin=network.CMU_PAF_ORIGIN)
     write_json(record_path, record)
     return record
 

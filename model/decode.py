@@ -15,6 +15,11 @@ Choices where the references differ or are silent (all tested):
   (the Python reference's thresholds, MIN_PARTS / MIN_MEAN_SCORE; CMU's MATLAB uses 3 / 0.2).
   A person's score is the sum of its parts' heatmap peaks plus its connections' limb scores;
   the mean score is that sum over the number of parts.
+* Assembly runs limb by limb in the order of CMU's demos (ASSEMBLY_ORDER: the torso and
+  arms, the legs, the head, the two shoulder-ear limbs last), not in PAF channel order; each
+  limb still reads its own PAF channels (2k, 2k + 1 of its index k in LIMBS). The order
+  matters where an ear is reachable both ways: through the eye first, the ear an eye-ear
+  limb found keeps the slot and a shoulder-ear connection only fills an ear left empty.
 * Shoulder-ear limbs only add an ear to an existing person, never start one (CMU's rule for
   its two redundant limbs; the ears are reached through the eyes as well).
 * A connection whose two parts already belong to two people merges them when their parts are
@@ -49,6 +54,14 @@ SAMPLE_FRACTION = 0.8
 # Shoulder-ear limbs: they attach an ear to a person but never create one.
 REDUNDANT_LIMBS = frozenset(int(k) for k, (a, b) in enumerate(LIMBS)
                             if {int(a), int(b)} in ({2, 16}, {5, 17}))
+# The order in which CMU's demos assemble people (their limbSeq, CMU part indices): the
+# redundant shoulder-ear limbs last, so that they only fill an ear the eyes left empty.
+ASSEMBLY_ORDER = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
+                  (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
+                  (2, 16), (5, 17))
+# The same order as indices k into LIMBS (whose PAF channels are 2k and 2k + 1).
+ASSEMBLY_LIMBS = tuple(next(k for k, (a, b) in enumerate(LIMBS) if (int(a), int(b)) == pair)
+                       for pair in ASSEMBLY_ORDER)
 
 
 def _pixel_size(pixel_size):
@@ -310,11 +323,13 @@ def find_connections(peaks, pafs, image_height, thre2=THRE2, mid_num=MID_NUM):
 
 
 def assemble(peaks, connections, min_parts=MIN_PARTS, min_mean_score=MIN_MEAN_SCORE):
-    """Connections -> people: list of (slots (18,) peak ids or -1, total score, part count)."""
+    """Connections (per limb, in LIMBS order) -> people, limb by limb in ASSEMBLY_ORDER:
+    list of (slots (18,) peak ids or -1, total score, part count)."""
     people = {}        # creation number -> [slots list, score, count]; dicts keep order
     owner = {}         # peak id -> creation number of the person holding it
     created = 0
-    for k, (ids_a, ids_b, conn_scores) in enumerate(connections):
+    for k in ASSEMBLY_LIMBS:
+        ids_a, ids_b, conn_scores = connections[k]
         pa, pb = int(LIMBS[k][0]), int(LIMBS[k][1])
         for a, b, s in zip(ids_a.tolist(), ids_b.tolist(), conn_scores.tolist()):
             ra, rb = owner.get(a), owner.get(b)

@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from model import decode, files, inference
+from model import decode, files, inference, predict_set
 from model.cli import ensure_writable_dir
 from model.demo_draw import draw_frame
 from model.demo_predict import StageTimer
@@ -89,7 +89,7 @@ def timed_frames(frames, timer):
 def load_image(path):
     """(BGR image, seconds it took to read) of --image; UserError naming an unreadable one."""
     start = time.perf_counter()
-    image, reason = inference.read_image_or_reason(path)
+    image, reason = predict_set.read_image_or_reason(path)
     if image is None:
         raise UserError(reason)
     return image, time.perf_counter() - start

@@ -5,7 +5,7 @@ route   for each image, the predictions of the expert whose domain the classifie
         motion blur).
 fuse    for each image, run the experts, average their heatmaps and PAFs weighted by the
         domain probabilities (normalised to sum 1), then decode once
-        (model.inference.predict_dataset with each image's weights: batched and pipelined
+        (model.predict_set.predict_dataset with each image's weights: batched and pipelined
         like the evaluation; the average is taken on the decoder's working grid, after the
         resolution step, which is linear, so it equals averaging the full-resolution maps and
         resampling once). An expert whose weight is 0 (probability below `skip_below`,
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from model import backends, evaluation, files, inference, network
+from model import backends, evaluation, files, inference, network, predict_set
 from model.domains import EFFECT_NAMES, ENSEMBLE, ENSEMBLE_FUSE, EXPERT_EFFECTS
 from model.errors import UserError
 from model.files import read_json
@@ -362,7 +362,7 @@ def fuse_set(data_type, coco_root, images, probs, settings, weights=None,
                                             for p, _ in chosen])
     expert_weights = {int(im["id"]): fusion_weights(probs[int(im["id"])], skip_below)
                       for im in images}
-    records, pred = inference.predict_dataset(
+    records, pred = predict_set.predict_dataset(
         models, images, image_dir(coco_root, data_type), settings,
         weights=expert_weights.__getitem__, progress=progress)
     used = sum((expert_weights[i] > 0).astype(int) for i in pred["image_ids"]) \

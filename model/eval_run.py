@@ -1,19 +1,28 @@
 """One model's evaluation run on one set (eval/eval_coco2014_single_scale.py): predict with
 resume, or reuse saved results, then evaluate, all inside the run folder (model.runs).
 
-Resume: while predicting, every finished batch is checkpointed to partial_results.json
-together with the key of the run (backend, weights, config, inference settings, image ids).
-A rerun with the same key predicts only the images not yet done; any other key starts over,
-so a changed setting, or another backend (model.backends), never mixes into old predictions
-(a key written before the backend was part of it is TensorFlow's). The partial file is
-removed once the results JSON and run.json are written.
+Resume: while predicting, every 25 decoded images, and on an interrupt or an error once the
+worker threads have stopped, the predictions so far are checkpointed to partial_results.json
+together with the key of the run (backend, weights with the file's size and time, config,
+inference settings, image ids; the test-time correction of a corrected model such as the
+normal expert + gamma). A rerun with the same key predicts only the images not yet done; a
+checkpoint of any other key, or a damaged one (not JSON, images outside the run, records
+of images it does not list), is set aside with a note in the log that says why and that
+all images are predicted again, so a changed setting, retrained weights or another backend
+(model.backends) never mixes into old predictions (a key written before the backend was
+part of it is TensorFlow's; one written before the weight file's size and time were is
+compared without them). The partial file is removed once the results JSON and run.json are
+written; temporaries that killed runs left in the run folder are removed on start.
 """
 import json
 import logging
 import time
 from dataclasses import asdict
+from pathlib import Path
 
-from model import backends, evaluation, files, inference, network, paths, runs
+import numpy as np
+
+from model import backends, effects, evaluation, files, network, paths, predict_set, runs
 from model.domains import ENSEMBLE
 from model.errors import UserError
 
@@ -28,38 +37,91 @@ def _flags(args):
             for k, v in vars(args).items()}
 
 
+# Fields of the key that a checkpoint written before they existed does not record: not compared.
+_OPTIONAL_KEY_FIELDS = ("weights_file",)
+
+
+def weights_fingerprint(weights):
+    """Size and modification time of the weight file: retrained weights under the same name
+    are another run."""
+    st = Path(weights).stat()
+    return {"bytes": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
+def _content_problem(done, key):
+    """What makes a checkpoint's content unusable for `key` (None when it is sound)."""
+    ids, records, seconds = done.get("image_ids"), done.get("records"), done.get("seconds")
+    if not isinstance(ids, list) or not all(type(i) is int for i in ids):
+        return "image_ids is not a list of image ids"
+    predicted = set(ids)
+    if len(predicted) != len(ids) or not predicted <= set(key["image_ids"]):
+        return "image_ids repeats images or names images outside this run"
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and r.get("image_id") in predicted for r in records):
+        return "records hold people of images it does not list as predicted"
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        return "seconds is not a duration"
+    return None
+
+
+def _read_partial(partial, key):
+    """(checkpoint, None) when `partial` holds an interrupted prediction of this key whose
+    content checks out; (None, why not) when it holds something else; (None, None) when
+    there is none."""
+    if not partial.is_file():
+        return None, None
+    try:
+        done = json.loads(partial.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"is damaged ({type(e).__name__})"
+    if not isinstance(done, dict) or not isinstance(done.get("key"), dict):
+        return None, "is not a checkpoint of an evaluation"
+    earlier = done["key"]
+    if "backend" not in earlier:   # written before --backend: TensorFlow's
+        earlier = dict(earlier, backend=backends.TENSORFLOW)
+    changed = sorted(k for k in set(key) | set(earlier)
+                     if not (k in _OPTIONAL_KEY_FIELDS and k not in earlier)
+                     and earlier.get(k) != key.get(k))
+    held = len(done["image_ids"]) if isinstance(done.get("image_ids"), list) else 0
+    if changed:
+        return None, f"holds {held} images of a run with another {', '.join(changed)}"
+    problem = _content_problem(done, key)
+    return (None, f"is inconsistent: {problem}") if problem else (done, None)
+
+
 def _resume_state(partial, key, images):
     """The finished part of an interrupted prediction with this key (or a fresh one) and the
-    images still to predict."""
-    done = files.read_json(partial) if partial.is_file() else {}
-    earlier = done.get("key")
-    if isinstance(earlier, dict) and "backend" not in earlier:   # written before --backend
-        earlier = dict(earlier, backend=backends.TENSORFLOW)
-    if earlier != key:
-        if earlier is not None:
-            changed = sorted(k for k in key if not isinstance(earlier, dict)
-                             or earlier.get(k) != key[k])
-            log.info("starting over: %s holds an interrupted run with another %s", partial,
-                     ", ".join(changed))
+    images still to predict. A checkpoint of another key, or a damaged one, is set aside: its
+    images are predicted again, with a note naming why and how many."""
+    done, why = _read_partial(partial, key)
+    if why is not None:
+        log.warning("starting over, all %d images to predict: %s %s", len(images), partial,
+                    why)
+    if done is None:
         done = {"key": key, "records": [], "image_ids": [], "seconds": 0.0}
     done["key"] = key
-    todo = [im for im in images if int(im["id"]) not in set(done["image_ids"])]
+    finished = set(done["image_ids"])
+    todo = [im for im in images if int(im["id"]) not in finished]
     if done["image_ids"]:
         log.info("resuming: %d of %d images already predicted", len(done["image_ids"]),
                  len(images))
     return done, todo
 
 
-def predict(args, weights, note, images, settings, run_dir):
+def predict(args, weights, note, images, settings, run_dir, correction=None):
     """Predict `images` (resuming an interrupted run), write keypoint_results.json and
-    run.json; returns (records, predicted image ids, prediction seconds)."""
+    run.json; returns (records, predicted image ids, prediction seconds). correction: a
+    GammaCorrection applied to every image before the network (part of the resume key)."""
     log.info("weights: %s (%s), config %s, backend %s", weights, note, args.config,
              args.backend)
     key = json.loads(json.dumps({"backend": args.backend, "weights": str(weights),
+                                 "weights_file": weights_fingerprint(weights),
                                  "config": args.config,
                                  "settings": asdict(settings),
-                                 "image_ids": [int(im["id"]) for im in images]}))
+                                 "image_ids": [int(im["id"]) for im in images],
+                                 **({"correction": correction.key()} if correction else {})}))
     partial = run_dir / runs.PARTIAL_JSON
+    files.remove_stale_temporaries_in(run_dir)      # of killed runs; a live one's are kept
     done, todo = _resume_state(partial, key, images)
 
     def checkpoint(records, predicted, seconds):
@@ -77,8 +139,9 @@ def predict(args, weights, note, images, settings, run_dir):
     log.info("model loaded in %.1f s; predicting %d images", time.perf_counter() - start,
              len(todo))
     folder = paths.image_dir(args.coco_root, args.coco_dataType)
-    records, info = inference.predict_dataset(model, todo, folder, settings,
-                                              batch_size=args.batch_size, checkpoint=checkpoint)
+    records, info = predict_set.predict_dataset(model, todo, folder, settings,
+                                              batch_size=args.batch_size, checkpoint=checkpoint,
+                                              preprocess=correction)
     records = done["records"] + records
     predicted = sorted(done["image_ids"] + info["image_ids"])
     skipped = [list(s) for s in info["skipped"]]
@@ -88,8 +151,8 @@ def predict(args, weights, note, images, settings, run_dir):
         "weights": str(weights), "weights_note": note, "config": args.config,
         "flags": _flags(args), "seed": args.seed, "settings": asdict(settings),
         "image_ids": predicted, "skipped": skipped, "prediction_seconds": round(seconds, 3),
-        "network_seconds": round(info["network_seconds"], 3), "num_records": len(records)},
-        indent=1)
+        "network_seconds": round(info["network_seconds"], 3), "num_records": len(records),
+        **({"correction": correction.summary()} if correction else {})}, indent=1)
     partial.unlink(missing_ok=True)
     if skipped:
         log.warning("%d of %d images could not be used and were skipped (not predicted, not "
@@ -151,3 +214,34 @@ def evaluate(coco, records, predicted, seconds, run_dir, difficult_csv=None):
     log.info("evaluated %d images in %.1f s%s", len(predicted), time.perf_counter() - start,
              f"; {len(skipped)} skipped images not scored" if skipped else "")
     return rows
+
+
+class GammaCorrection:
+    """The test-time correction of the normal expert + gamma baseline: every image brightened
+    by model.effects.gamma_correct (the gamma that brings its mean luminance to `target`)
+    before the network; the gammas used are kept for run.json. Called from the prediction's
+    loader thread (list.append is atomic)."""
+
+    def __init__(self, target=effects.GAMMA_TARGET, min_gamma=effects.GAMMA_MIN):
+        self.target, self.min_gamma = float(target), float(min_gamma)
+        self.gammas = []
+
+    def key(self):
+        """What the predictions depend on (the resume key and run.json)."""
+        return {"rule": "model.effects.gamma_correct", "target": self.target,
+                "min_gamma": self.min_gamma}
+
+    def __call__(self, image):
+        corrected, gamma = effects.gamma_correct(image, self.target, self.min_gamma)
+        self.gammas.append(gamma)
+        return corrected
+
+    def summary(self):
+        """key() and the gammas of the images this invocation predicted (a resumed run's
+        earlier images are not among them)."""
+        g = np.asarray(self.gammas, np.float64)
+        return dict(self.key(), images_corrected=len(g),
+                    unchanged=int(np.count_nonzero(g >= 1.0)),
+                    gamma_mean=round(float(g.mean()), 4) if len(g) else None,
+                    gamma_min=round(float(g.min()), 4) if len(g) else None,
+                    gamma_max=round(float(g.max()), 4) if len(g) else None)

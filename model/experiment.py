@@ -34,6 +34,7 @@ class Step:
     outputs: list = field(default_factory=list)   # files that prove the step finished
     stamp: str = ""
     redo: list = field(default_factory=list)      # flags that make the script redo finished work
+    watch: object = None               # called with the seconds since start while it runs
 
     def record(self):
         return {"command": [str(a) for a in self.command], "stamp": self.stamp}
@@ -46,6 +47,27 @@ class Step:
 
 
 NOT_RUN = "not run before"
+
+
+def run_watched(argv, watch=None, every=2.0):
+    """Run argv to completion, calling watch(seconds since start) about every `every` seconds;
+    its exit status. On an interrupt the child, which got the same signal, is given time to
+    save its work before it is killed."""
+    start = time.time()
+    child = subprocess.Popen(argv)
+    try:
+        while True:
+            try:
+                return child.wait(timeout=every if watch else None)
+            except subprocess.TimeoutExpired:
+                watch(time.time() - start)
+    except BaseException:
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
 
 
 class Runner:
@@ -103,12 +125,11 @@ class Runner:
             files.write_json(self._marker(step), {"redo": True})
         log.info("%s (%s): %s", prefix, reason, shlex.join(argv))
         start = time.time()
-        result = subprocess.run(argv)
+        returncode = run_watched(argv, step.watch)
         seconds = time.time() - start
-        if result.returncode != 0:
-            how = (f"killed by {signal.Signals(-result.returncode).name}"
-                   if -result.returncode in signal.valid_signals()
-                   else f"exit {result.returncode}")
+        if returncode != 0:
+            how = (f"killed by {signal.Signals(-returncode).name}"
+                   if -returncode in signal.valid_signals() else f"exit {returncode}")
             raise UserError(f"step '{step.name}' failed ({how}); "
                             f"fix the cause and rerun: finished steps are skipped")
         missing = [str(p) for p in step.output_paths() if not p.exists()]

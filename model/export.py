@@ -93,7 +93,10 @@ def export_onnx(config, weights, out):
             raise UserError(f"ONNX Runtime differs from Keras by {difference:.2e} (relative; "
                             f"tolerance {EXPORT_TOLERANCE}); nothing was written")
         meta = _metadata(cfg, {"weights": str(weights), "keras": keras.__version__,
-                               "max_relative_difference_vs_keras": difference})
+                               "max_relative_difference_vs_keras": difference,
+                               # the grid inference reads the PAFs on (model.backends)
+                               "paf_origin": float(model.paf_origin),
+                               "input_norm": network.model_input_norm(model)})
         for key, value in meta.items():
             proto.metadata_props.add(key=key, value=value)
         onnx.save(proto, str(staged))

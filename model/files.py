@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
 
@@ -56,16 +57,49 @@ def ensure_writable_dir(path):
     return path
 
 
+def create_new_dir(path):
+    """Create the folder `path`, which must not exist yet: mkdir is atomic, so two runs started
+    together never get the same folder. False when something exists at `path` already;
+    UserError (one line) when it cannot be created for another reason."""
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise UserError(f"cannot create output directory {path}: {_reason(e)}") from None
+    return True
+
+
 def _no_space(e):
     text = str(e)
     return (getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
             or "No space left on device" in text or "errno = 28," in text)
 
 
+def _host_token():
+    """This machine's name as it appears in temporary names: letters, digits and '-' only,
+    so the names stay parseable."""
+    return re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:32].strip("-") or "host"
+
+
 def temporary_prefix(path):
-    """Start of the temporary names of `path`: `.<name>.<pid>.<random>.tmp`, so a later run
-    can tell the leftovers of a dead process from the files of a live one."""
+    """Start of the temporary names of `path`. The full name is
+    `.<name>.<pid>@<host>.<random>.tmp`: a later run can tell the leftovers of a dead process
+    on this machine from the files of a live one, and never judges another machine's (a
+    shared file system) by a process id that means nothing here."""
     return f".{Path(path).name}."
+
+
+def temporary_owner_tag(pid=None):
+    """`<pid>@<host>`, the owner part of a temporary name (default: this process's)."""
+    return f"{os.getpid() if pid is None else int(pid)}@{_host_token()}"
+
+
+# <name>, <pid>, <host>: the random part is mkstemp's (letters, digits, '_')
+_TEMPORARY_RE = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)"
+                           r"\.[A-Za-z0-9_]+\.tmp")
 
 
 @contextlib.contextmanager
@@ -76,7 +110,7 @@ def atomic_path(path):
     path = Path(path)
     ensure_writable_dir(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{temporary_prefix(path)}{os.getpid()}.",
+        fd, tmp = tempfile.mkstemp(prefix=f"{temporary_prefix(path)}{temporary_owner_tag()}.",
                                    suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise UserError(f"cannot write {path}: {_reason(e)}") from None
@@ -105,28 +139,47 @@ def _pid_alive(pid):
     return True
 
 
-def remove_stale_temporaries(path):
-    """Delete the temporary files of `path` (atomic_path's names) whose writing process is
-    dead; those of live processes are kept. Returns the count removed (logged)."""
-    path = Path(path)
-    pattern = re.compile(re.escape(temporary_prefix(path)) + r"(\d+)\.[A-Za-z0-9_]+\.tmp")
-    removed = 0
-    if not path.parent.is_dir():
+def stale_temporary(name, of=None):
+    """True when `name` is a temporary file name of atomic_path (of the file named `of`, when
+    given) whose writing process, on this machine, has exited. A live process's, another
+    machine's, or a name of another form (no process and host in it) is not stale."""
+    match = _TEMPORARY_RE.fullmatch(name)
+    return (match is not None and (of is None or match["name"] == of)
+            and match["host"] == _host_token() and not _pid_alive(int(match["pid"])))
+
+
+def _remove_stale(folder, of, what):
+    folder = Path(folder)
+    if not folder.is_dir():
         return 0
-    for p in path.parent.iterdir():
-        match = pattern.fullmatch(p.name)
-        if not match or _pid_alive(int(match.group(1))) or not p.is_file():
+    removed = 0
+    for p in folder.iterdir():
+        if not stale_temporary(p.name, of) or not p.is_file():
             continue
         try:
             p.unlink()
             removed += 1
-        except FileNotFoundError:
+        except FileNotFoundError:     # another run swept it first
             pass
         except OSError as e:
             log.warning("could not remove the leftover temporary file %s: %s", p, _reason(e))
     if removed:
-        log.info("removed %d temporary file(s) of %s left by dead runs", removed, path)
+        log.info("removed %d temporary file(s) of %s left by dead runs", removed, what)
     return removed
+
+
+def remove_stale_temporaries(path):
+    """Delete the temporary files of `path` (atomic_path's names) whose writing process has
+    exited; those of live processes and of other machines are kept. Returns the count
+    removed (logged)."""
+    path = Path(path)
+    return _remove_stale(path.parent, path.name, path)
+
+
+def remove_stale_temporaries_in(folder):
+    """remove_stale_temporaries for every file of `folder` (a run folder in which a killed run
+    may have left temporaries of several outputs). Returns the count removed."""
+    return _remove_stale(folder, None, folder)
 
 
 def write_bytes(path, data):

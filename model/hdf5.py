@@ -36,7 +36,7 @@ from model.coco import (SOURCES, VAL_HOLDOUT, format_counts, held_out_val_image_
                         image_samples, load_coco_annotations)
 from model.errors import UserError
 from model.files import atomic_path, ensure_writable_dir, remove_stale_temporaries
-from model.images import decode_image, inspect_image
+from model.images import IMREAD_FLAGS, decode_image, inspect_image
 from model.masks import encode_png, make_masks, mask_files, mask_fields
 from model.pool import map_jobs
 from model.skeleton import NUM_PARTS
@@ -239,7 +239,7 @@ def write_hdf5(path, jobs, workers=None, params=None, split=""):
                 rows.add(job)
             images.close()
             masks.close()
-            still_open = rows.write(f, max_people)  # noqa: F841  (see _Rows.write)
+            rows.still_open = rows.write(f, max_people)   # held: see _Rows.write
             summary = {"skipped": dict(skipped), "notes": dict(notes)}
             f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "split": split,
                             "params": json.dumps(params or {}, sort_keys=True),
@@ -415,10 +415,33 @@ class Sample(NamedTuple):
     objpos: np.ndarray         # (2,) float32 main person's bbox centre
     scale_provided: float      # main person's bbox height / 368
     image_id: int
+    # image decoded at 1 / reduction of the stored size (ceil of each side): its pixel i is
+    # centred on stored pixel reduction * i + (reduction - 1) / 2 (model.augment); the mask,
+    # the joints and objpos stay in stored-size coordinates
+    reduction: int = 1
 
 
 def _decode_mask(data):
     return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+
+
+# libjpeg decodes JPEGs at 1/2, 1/4, 1/8 directly (scaled inverse DCT: far less work).
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                  8: cv2.IMREAD_REDUCED_COLOR_8}
+_JPEG_MAGIC = b"\xff\xd8"
+
+
+def decode_reduced(data, reduction):
+    """(BGR image, reduction used) of stored image bytes decoded at 1/reduction, as
+    model.images.decode_image would decode them (orientation ignored) then shrink them.
+    Only JPEG data is decoded reduced; anything else (PNG data in a .jpg file) is decoded at
+    full size, reduction 1: OpenCV would decode it whole and resize it anyway. None if the
+    bytes do not decode."""
+    data = np.asarray(data, np.uint8)
+    if reduction not in _REDUCED_FLAGS or bytes(data[:2]) != _JPEG_MAGIC:
+        return decode_image(data), 1
+    flags = (IMREAD_FLAGS & ~cv2.IMREAD_COLOR) | _REDUCED_FLAGS[reduction]
+    return cv2.imdecode(data, flags), reduction
 
 
 def _decoded(decode, data):
@@ -475,16 +498,31 @@ class Hdf5Samples:
     def __len__(self):
         return len(self._image_index)
 
-    def __getitem__(self, i):
+    def _index(self, i):
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"sample {i} out of range ({n} samples)")
-        i = int(i) % n
+        return int(i) % n
+
+    def placement(self, i):
+        """(objpos, scale_provided) of sample i, without reading the file: enough to choose
+        the sample's transform, and with it the reduction to decode at."""
+        i = self._index(i)
+        return self._objpos[i].copy(), float(self._scale[i])
+
+    def __getitem__(self, i):
+        return self.read(i)
+
+    def read(self, i, reduction=1):
+        """Sample i, its image decoded at 1/reduction (2, 4 or 8; JPEG data only, see
+        decode_reduced: Sample.reduction says what was used)."""
+        i = self._index(i)
         k = int(self._image_index[i])
         try:
             image_bytes, mask_bytes, joints = self._datasets()
-            image = _decoded(decode_image, image_bytes[self._image_offsets[k]:
-                                                       self._image_offsets[k + 1]])
+            image, used = _decoded(
+                lambda data: decode_reduced(data, reduction),
+                image_bytes[self._image_offsets[k]:self._image_offsets[k + 1]]) or (None, 1)
             lo, hi = self._mask_offsets[k], self._mask_offsets[k + 1]
             mask = None if hi == lo else _decoded(_decode_mask, mask_bytes[lo:hi])
             people = joints[i, :self._num_people[i]]
@@ -498,7 +536,7 @@ class Hdf5Samples:
         elif mask is None or mask.shape != (self._heights[k], self._widths[k]):
             raise self._damaged(i, k, "mask")
         return Sample(image, mask, people, self._objpos[i].copy(), float(self._scale[i]),
-                      int(self._image_ids[k]))
+                      int(self._image_ids[k]), used)
 
     def _damaged(self, i, k, what):
         return UserError(f"HDF5 file {self.path}: the {what} of record {k} (image "

@@ -1,5 +1,5 @@
-"""Images -> network maps -> people: preprocessing, the resolution step, flips, scales and a
-batched, pipelined run over an evaluation set (docs/recipe.md section 6).
+"""Images -> network maps -> people: preprocessing, the resolution step, flips and scales
+(docs/recipe.md section 6); a whole evaluation set goes through model.predict_set.
 
 Preprocessing: the image (BGR uint8) is resized by the scale s (cv2.resize, fx = fy = s,
 cubic), padded right and bottom to a multiple of 8 with 128 (which the network's x/256 - 0.5
@@ -26,22 +26,23 @@ resolution in a GridPafs, which the decoder reads at its limb samples only, with
 the bilinear resampling would have put on those pixels. Maps of all scales, flips and models
 are averaged on the working grid (GridPafs sums its sources when read). A flipped input's
 maps are flipped back with left and right parts swapped and the PAFs' x components negated.
+
+PAF grids: a network whose PAF cell j describes input pixel 8j + o with o other than the
+targets' 3.5 (CMU's released network: o = 0, model.network.CMU_PAF_ORIGIN) has its PAFs read
+(3.5 - o) / 8 cells further on in the same single resampling, so its fields land where the
+heatmaps' peaks are. The model says which grid it has (`paf_origin`, recorded in its weight
+file or ONNX metadata); run_network tags the PAFs it returns with it (NetworkPafs) and
+GridPafs.add reads the tag.
 """
 import logging
-import queue
-import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from model import decode
+from model import decode, network
 from model.errors import UserError
-from model.images import MISSING, UNREADABLE, read_image, read_image_checked
 from model.skeleton import (CMU_PARTS, FLIP_CMU, LIMBS, NUM_HEATMAPS, NUM_LIMBS, NUM_PAFS,
                             NUM_PARTS)
 
@@ -111,10 +112,23 @@ def working_grid(image_hw, resolution=1):
     return (hw, ww), (h / hw, w / ww)
 
 
-def to_working_grid(maps, image_hw, scale, resolution=1, stride=STRIDE):
+def grid_shift(origin, stride=STRIDE):
+    """Cells by which maps whose cell j lies at input pixel stride * j + origin are read
+    further on than maps on the targets' grid (cell j at stride * j + (stride - 1) / 2)."""
+    return ((stride - 1) / 2 - float(origin)) / stride
+
+
+def to_working_grid(maps, image_hw, scale, resolution=1, stride=STRIDE,
+                    origin=network.TARGETS_PAF_ORIGIN):
     """The resolution step: (h, w, C) network maps of the padded input at `scale` ->
-    (Hw, Ww, C) float32 on the working grid of the image (module docstring)."""
+    (Hw, Ww, C) float32 on the working grid of the image (module docstring). `origin`: the
+    input pixel of cell 0 (heatmaps and the targets' PAFs: 3.5; CMU's PAFs: 0)."""
     (hw, ww), (py, px) = working_grid(image_hw, resolution)
+    shift = grid_shift(origin, stride)
+    if shift != 0:
+        return _shifted_resample(np.asarray(maps, np.float32), (hw, ww),
+                                 (stride / (py * scale), stride / (px * scale)), shift,
+                                 cubic=resolution == 1)
     # Working pixel u sits at image x = (u + 0.5) * px - 0.5, i.e. at network cell
     # (u + 0.5) * px * scale / stride - 0.5: exactly cv2.resize's mapping for fx below.
     interpolation = cv2.INTER_CUBIC if resolution == 1 else cv2.INTER_LINEAR
@@ -128,13 +142,14 @@ def to_working_grid(maps, image_hw, scale, resolution=1, stride=STRIDE):
     return out
 
 
-def _bilinear_taps(n_src, n_dst, factor):
+def _bilinear_taps(n_src, n_dst, factor, shift=0.0):
     """cv2.resize's bilinear taps along one axis (fx = factor, size n_src -> n_dst, the
-    output cropped or edge-padded to n_dst like to_working_grid): (i0, i1, w) per output
-    pixel, value = (1 - w) * src[i0] + w * src[i1]."""
+    output cropped or edge-padded to n_dst like to_working_grid), read `shift` source pixels
+    further on (grid_shift): (i0, i1, w) per output pixel, value = (1 - w) * src[i0] +
+    w * src[i1]."""
     size = int(round(n_src * factor))
     d = np.minimum(np.arange(n_dst), size - 1)           # edge padding repeats the last pixel
-    src = (d + 0.5) / factor - 0.5
+    src = (d + 0.5) / factor - 0.5 + shift
     i0 = np.floor(src).astype(np.intp)
     w = src - i0
     # Outside the source cv2 replicates the edge pixel (weight 0 on the missing neighbour).
@@ -142,6 +157,56 @@ def _bilinear_taps(n_src, n_dst, factor):
     i0 = np.clip(i0, 0, n_src - 1)
     w[outside] = 0.0
     return i0, np.minimum(i0 + 1, n_src - 1), w
+
+
+CUBIC_A = -0.75          # cv2.resize's bicubic kernel parameter
+
+
+def _cubic_taps(n_src, n_dst, factor, shift):
+    """cv2.resize's bicubic taps along one axis, read `shift` source pixels further on:
+    (indices (n_dst, 4), weights (n_dst, 4)), the border replicated like cv2's."""
+    size = int(round(n_src * factor))
+    d = np.minimum(np.arange(n_dst), size - 1)
+    src = (d + 0.5) / factor - 0.5 + shift
+    i0 = np.floor(src).astype(np.intp)
+    f = (src - i0)[:, None]
+    a = CUBIC_A
+    t = np.concatenate([f + 1, f, 1 - f, 2 - f], axis=1)     # distance to each tap
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    weights = np.where(t <= 1, near, far)
+    index = np.clip(i0[:, None] + np.arange(-1, 3), 0, n_src - 1)
+    return index, weights.astype(np.float32)
+
+
+def _shifted_resample(maps, out_hw, factors, shift, cubic):
+    """to_working_grid's resampling read `shift` cells further on, separably (cv2.resize
+    has no offset): cubic at r = 1, bilinear otherwise."""
+    squeeze = maps.ndim == 2
+    maps = maps[..., None] if squeeze else maps
+    taps = []
+    for n_src, n_dst, factor in zip(maps.shape[:2], out_hw, factors):
+        if cubic:
+            taps.append(_cubic_taps(n_src, n_dst, factor, shift))
+        else:
+            i0, i1, w = _bilinear_taps(n_src, n_dst, factor, shift)
+            taps.append((np.stack([i0, i1], 1), np.stack([1 - w, w], 1).astype(np.float32)))
+    # Each axis as one matrix product with its (n_dst, n_src) interpolation matrix: BLAS
+    # beats gathering the taps several times over.
+    my, mx = (_tap_matrix(index, weights, n) for (index, weights), n in zip(taps, maps.shape))
+    h, w, c = maps.shape
+    cols = maps.transpose(0, 2, 1).reshape(h * c, w) @ mx.T              # (h * C, Ww)
+    out = (my @ cols.reshape(h, -1)).reshape(len(my), c, -1)             # (Hw, C, Ww)
+    out = out.transpose(0, 2, 1)
+    return np.ascontiguousarray(out[..., 0] if squeeze else out, dtype=np.float32)
+
+
+def _tap_matrix(index, weights, n_src):
+    """(n_dst, n_src) float32 matrix of per-row taps (clipped indices add up)."""
+    matrix = np.zeros((len(index), n_src), np.float32)
+    np.add.at(matrix, (np.repeat(np.arange(len(index)), index.shape[1]), index.ravel()),
+              weights.ravel())
+    return matrix
 
 
 class _PafSource(NamedTuple):
@@ -153,6 +218,7 @@ class _PafSource(NamedTuple):
     planes: np.ndarray        # the same values as flat planes (limb, x|y, row, column)
     area: int                 # h * w, the size of one plane
     taps: tuple               # row offsets, row weights, columns, column weights (see add)
+    origin: float             # input pixel of PAF cell 0 (model.network.TARGETS_PAF_ORIGIN)
 
 
 class GridPafs:
@@ -173,20 +239,24 @@ class GridPafs:
         self._dense = None      # r = 1: the weighted sum so far
         self._sources = []      # r > 1: _PafSource of every output added
 
-    def add(self, pafs, scale, flipped=False, weight=1.0, stride=STRIDE):
+    def add(self, pafs, scale, flipped=False, weight=1.0, stride=STRIDE, origin=None):
         """Add `weight` x the PAFs of a network output at `scale` (of the mirrored image when
-        `flipped`)."""
+        `flipped`) whose cell 0 lies at input pixel `origin` (None: the NetworkPafs tag of
+        `pafs`, else the targets' grid)."""
+        if origin is None:
+            origin = getattr(pafs, "origin", network.TARGETS_PAF_ORIGIN)
         pafs = np.asarray(pafs, np.float32)
         if self.resolution == 1:
-            grid = to_working_grid(pafs, self.image_hw, scale, 1, stride)
+            grid = to_working_grid(pafs, self.image_hw, scale, 1, stride, origin)
             if flipped:
                 grid = unflip_pafs(grid)
             self._dense = grid * weight if self._dense is None else self._dense + grid * weight
             return
         (py, px), (hw, ww) = self.pixel, self.shape[:2]
         h, w = pafs.shape[:2]
-        y0, y1, fy = _bilinear_taps(h, hw, stride / (py * scale))
-        x0, x1, fx = _bilinear_taps(w, ww, stride / (px * scale))
+        shift = grid_shift(origin, stride)
+        y0, y1, fy = _bilinear_taps(h, hw, stride / (py * scale), shift)
+        x0, x1, fx = _bilinear_taps(w, ww, stride / (px * scale), shift)
         if flipped:   # working column u of the image is column ww - 1 - u of the mirror
             x0, x1, fx = x0[::-1], x1[::-1], fx[::-1]
         # Flat planes: np.take with flat indices is several times faster than fancy indexing
@@ -195,7 +265,7 @@ class GridPafs:
         taps = (y0 * w, y1 * w, (1 - fy).astype(np.float32), fy.astype(np.float32),
                 x0, x1, (1 - fx).astype(np.float32), fx.astype(np.float32))
         self._sources.append(_PafSource(pafs, float(scale), bool(flipped), float(weight),
-                                        planes, h * w, taps))
+                                        planes, h * w, taps, float(origin)))
 
     def sample(self, limb, xs, ys):
         """(vx, vy) float64 arrays shaped like xs: the field of `limb` (an int or an array
@@ -229,7 +299,8 @@ class GridPafs:
             return self._dense if self._dense is not None else np.zeros(self.shape, np.float32)
         out = np.zeros(self.shape, np.float32)
         for src in self._sources:
-            grid = to_working_grid(src.maps, self.image_hw, src.scale, self.resolution)
+            grid = to_working_grid(src.maps, self.image_hw, src.scale, self.resolution,
+                                   origin=src.origin)
             out += (unflip_pafs(grid) if src.flipped else grid) * src.weight
         return out
 
@@ -268,14 +339,31 @@ def unflip_maps(heatmaps, pafs):
     return unflip_heatmaps(heatmaps), unflip_pafs(pafs)
 
 
+class NetworkPafs(np.ndarray):
+    """PAFs as a network gave them, tagged with `origin`, the input pixel of their cell 0
+    (kept by indexing and views, so paf[k] of a batch still says which grid it is on)."""
+
+    def __array_finalize__(self, obj):
+        self.origin = getattr(obj, "origin", network.TARGETS_PAF_ORIGIN)
+
+
+def paf_origin(model):
+    """The input pixel of PAF cell 0 of `model`'s maps: its `paf_origin` (model.network and
+    model.backends set it from the weight file or ONNX metadata), else the targets' 3.5."""
+    return float(getattr(model, "paf_origin", network.TARGETS_PAF_ORIGIN))
+
+
 def run_network(model, batch):
-    """(pafs, heatmaps) numpy arrays of a float32 (B, H, W, 3) batch."""
+    """(pafs, heatmaps) numpy arrays of a float32 (B, H, W, 3) batch; the PAFs are
+    NetworkPafs tagged with the model's PAF grid."""
     outputs = model(batch, training=False)
     paf, heat = (np.asarray(o, np.float32) for o in outputs)
+    paf = paf.view(NetworkPafs)
+    paf.origin = paf_origin(model)
     return paf, heat
 
 
-def _as_models(models, weights):
+def as_models(models, weights):
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     if weights is None:
         weights = np.full(len(models), 1.0 / len(models))
@@ -300,7 +388,7 @@ def network_inputs(image, settings):
     return inputs
 
 
-class _Accumulator:
+class Accumulator:
     """Running weighted mean of one image's maps on its working grid."""
 
     def __init__(self, image_hw, resolution, num_parts):
@@ -320,10 +408,10 @@ class _Accumulator:
 
 
 def _accumulate(models, image, settings, weights):
-    """The _Accumulator holding the weighted mean of one BGR image's maps."""
-    models, weights = _as_models(models, weights)
+    """The Accumulator holding the weighted mean of one BGR image's maps."""
+    models, weights = as_models(models, weights)
     inputs = network_inputs(np.ascontiguousarray(image), settings)
-    acc = _Accumulator(image.shape[:2], settings.resolution, len(inputs) * len(models))
+    acc = Accumulator(image.shape[:2], settings.resolution, len(inputs) * len(models))
     for scale, flipped, batch in inputs:
         for model, w in zip(models, weights):
             paf, heat = run_network(model, batch[None])
@@ -358,228 +446,6 @@ def predict_people(models, image, settings=InferenceSettings(), weights=None):
     acc = _accumulate(models, image, settings, weights)
     return decode_maps(acc.heat, acc.paf, image.shape[:2], settings)
 
-
-# ------------------------------------------------------------------------------ a whole set
-
-_DONE = object()
-
-
-def read_image_or_reason(path):
-    """(BGR uint8 image, None) read by model.images (the stored pixel grid), or (None, reason)
-    naming the file when it is missing or cannot be decoded."""
-    path = Path(path)
-    if not path.is_file():
-        return None, f"{MISSING} {path}"
-    image = read_image(path)
-    if image is None or image.size == 0:
-        return None, f"{UNREADABLE} {path}"
-    return image, None
-
-
-def read_set_image(path, image_info):
-    """(BGR uint8 image, None) or (None, reason naming the file) for an image of an evaluation
-    set: read by model.images.read_image_checked, so a truncated file, or one whose size
-    differs from the annotation's width and height (when the image dict has them), is
-    refused instead of predicted on its grey remainder."""
-    path = Path(path)
-    size = ((int(image_info["width"]), int(image_info["height"]))
-            if "width" in image_info and "height" in image_info else None)
-    image, reason = read_image_checked(path, size)
-    return (image, None) if image is not None else (None, f"{reason}: {path}")
-
-
-class _Worker(threading.Thread):
-    """A daemon thread whose exception is re-raised by `check()` in the caller's thread."""
-
-    def __init__(self, target, name):
-        super().__init__(name=name, daemon=True)
-        self._target_fn, self.error = target, None
-
-    def run(self):
-        try:
-            self._target_fn()
-        except BaseException as e:  # handed to the main thread
-            self.error = e
-
-    def check(self):
-        if self.error is not None:
-            raise self.error
-
-
-def _per_image_weights(models, weights):
-    """(models, weights_of): weights_of(image_id) gives the normalised model weights of an
-    image, from fixed weights (default equal) or a function of the image id."""
-    if callable(weights):
-        models = _as_models(models, None)[0]
-        return models, lambda image_id: _as_models(models, weights(image_id))[1]
-    models, fixed = _as_models(models, weights)
-    return models, lambda image_id: fixed
-
-
-def _largest_first(images):
-    """Images in order of decreasing size (then id): equal-sized inputs follow each other, so
-    the network's batches fill."""
-    return sorted(images, key=lambda im: (-int(im.get("height", 0)), -int(im.get("width", 0)),
-                                          int(im["id"])))
-
-
-class _SetPrediction:
-    """One predict_dataset call. Three stages run side by side, joined by bounded queues:
-    the loader thread reads and preprocesses images (load), the calling thread batches the
-    inputs through the network (add_image, flush), the decoder thread averages each image's
-    maps and decodes its people once all of them have arrived (decode_all)."""
-
-    def __init__(self, models, weights_of, image_dir, settings, batch_size, checkpoint,
-                 checkpoint_every):
-        self.models, self.weights_of = models, weights_of
-        self.image_dir, self.settings, self.batch_size = Path(image_dir), settings, batch_size
-        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
-        self.loaded = queue.Queue(maxsize=2 * batch_size)
-        self.outputs = queue.Queue(maxsize=4 * batch_size)
-        self.records, self.predicted, self.skipped = [], [], []
-        self.accumulators = {}     # image id -> _Accumulator, until its last map arrives
-        self.pending = []          # (image_id, image_hw, scale, flipped, input, model weights)
-        self.network_seconds = 0.0
-        self.start = time.perf_counter()
-        self.decoder = None
-
-    def load(self, order):
-        """Loader thread: every image of `order` as an ("image", ...) or ("skip", ...) item."""
-        for im in order:
-            image, reason = read_set_image(self.image_dir / im["file_name"], im)
-            if image is None:
-                self.loaded.put(("skip", int(im["id"]), reason))
-                continue
-            self.loaded.put(("image", int(im["id"]), image.shape[:2],
-                             network_inputs(image, self.settings)))
-        self.loaded.put(_DONE)
-
-    def decode_all(self):
-        """Decoder thread: add each network output to its image's accumulator; decode an image
-        when its accumulator is complete."""
-        while True:
-            item = self.outputs.get()
-            if item is _DONE:
-                return
-            image_id, image_hw, paf, heat, scale, flipped, weight = item
-            acc = self.accumulators[image_id]
-            if acc.add(paf, heat, scale, flipped, weight):
-                del self.accumulators[image_id]
-                people = decode_maps(acc.heat, acc.paf, image_hw, self.settings)
-                self.records.extend(decode.people_to_coco(people, image_id))
-                self.predicted.append(image_id)
-                if (self.checkpoint is not None
-                        and len(self.predicted) % self.checkpoint_every == 0):
-                    self.checkpoint(list(self.records), list(self.predicted),
-                                    time.perf_counter() - self.start)
-
-    def add_image(self, image_id, image_hw, inputs):
-        """Queue one image's inputs for the network; a batch holds inputs of one shape."""
-        w = self.weights_of(image_id)
-        self.accumulators[image_id] = _Accumulator(image_hw, self.settings.resolution,
-                                                   len(inputs) * int((w > 0).sum()))
-        for scale, flipped, batch_input in inputs:
-            if self.pending and (self.pending[0][4].shape != batch_input.shape
-                                 or len(self.pending) >= self.batch_size):
-                self.flush()
-            self.pending.append((image_id, image_hw, scale, flipped, batch_input,
-                                 w / len(inputs)))
-
-    def flush(self):
-        """Run every model on the pending inputs it has a weight for; hand the outputs to the
-        decoder."""
-        for m, model in enumerate(self.models):
-            members = [p for p in self.pending if p[5][m] > 0]
-            if not members:
-                continue
-            t0 = time.perf_counter()
-            paf, heat = run_network(model, np.stack([p[4] for p in members]))
-            self.network_seconds += time.perf_counter() - t0
-            for k, (image_id, image_hw, scale, flipped, _, w) in enumerate(members):
-                _put(self.outputs, (image_id, image_hw, paf[k], heat[k], scale, flipped, w[m]),
-                     self.decoder)
-        self.pending.clear()
-
-    def run(self, order, progress):
-        loader = _Worker(lambda: self.load(order), "loader")
-        self.decoder = _Worker(self.decode_all, "decoder")
-        loader.start()
-        self.decoder.start()
-        bar = tqdm(total=len(order), desc="predict", unit="img", disable=not progress)
-        try:
-            while True:
-                item = _get(self.loaded, loader)
-                if item is _DONE:
-                    break
-                bar.update(1)
-                if item[0] == "skip":
-                    self.skipped.append((item[1], item[2]))
-                    log.warning("skipped image %d: %s", item[1], item[2])
-                    continue
-                self.add_image(*item[1:])
-            if self.pending:
-                self.flush()
-            _put(self.outputs, _DONE, self.decoder)
-            self.decoder.join()
-            self.decoder.check()
-        finally:
-            bar.close()
-        loader.check()
-
-
-def predict_dataset(models, images, image_dir, settings=InferenceSettings(), weights=None,
-                    batch_size=4, progress=True, checkpoint=None, checkpoint_every=25):
-    """COCO keypoint records of every image of `images` (COCO image dicts: id, file_name,
-    optional width/height) read from image_dir.
-
-    Pipelined: a loader thread reads and preprocesses images while the network runs on
-    batches of equal-sized inputs (images are taken in order of their size so that batches
-    fill), and a decoder thread resamples, averages and decodes the maps beside it.
-
-    weights: one weight per model for every image (default equal), or a function of the
-    image id giving that image's weights (the fused ensemble's domain probabilities); a model
-    whose weight is 0 for every image of a batch does not run on it.
-
-    checkpoint(records, image_ids, seconds), when given, is called from the decoder thread
-    with copies of the results so far every `checkpoint_every` images (to save them for a
-    resumed run).
-
-    Returns (records sorted by image id, info) with info = {"image_ids": predicted ids,
-    "skipped": [(id, reason)], "seconds": wall time, "network_seconds": time in the network}."""
-    models, weights_of = _per_image_weights(models, weights)
-    batch_size = max(1, int(batch_size))
-    order = _largest_first(images)
-    run = _SetPrediction(models, weights_of, image_dir, settings, batch_size, checkpoint,
-                         checkpoint_every)
-    run.run(order, progress)
-    records = run.records
-    records.sort(key=lambda r: (r["image_id"], -r["score"]))
-    info = {"image_ids": sorted(run.predicted), "skipped": run.skipped,
-            "seconds": time.perf_counter() - run.start, "network_seconds": run.network_seconds}
-    return records, info
-
-
-def _get(q, worker):
-    """q.get() that notices a dead producer instead of waiting forever."""
-    while True:
-        try:
-            return q.get(timeout=0.5)
-        except queue.Empty:
-            worker.check()
-            if not worker.is_alive():
-                return q.get_nowait() if not q.empty() else _DONE
-
-
-def _put(q, item, worker):
-    """q.put() that notices a dead consumer instead of waiting forever."""
-    while True:
-        try:
-            return q.put(item, timeout=0.5)
-        except queue.Full:
-            worker.check()
-
-
-# ------------------------------------------------------------------------------ demo output
 
 def people_json(people, frame, image_hw):
     """The demo's JSON of one frame: people with 18 CMU keypoints (x, y, score; zeros for

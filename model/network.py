@@ -8,8 +8,24 @@ Layer names are those of the public Keras reproductions (conv1_1 ... conv4_2, co
 conv4_4_CPM, Mconv1..5_stage1_L1/L2, Mconv1..7_stage{k}_L1/L2): their released weight files
 load by name. L1 is the PAF branch (38 channels), L2 the heatmap branch (19 channels).
 
-Input: BGR images, float32 in 0..255, normalised inside the model as x/256 - 0.5 by a
-Rescaling layer (not a Lambda), so saved models load in Keras' safe mode. Output stride 8.
+Input: BGR images, float32 in 0..255, normalised inside the model by a Rescaling layer (not a
+Lambda), so saved models load in Keras' safe mode. Output stride 8.
+
+Two conventions travel with every weight file (attributes written by save_weights, read by
+file_conventions; a file without them has the defaults):
+* input_norm, how conv1_1 is parametrised. "folded" (default): the input layer gives
+  x/256 - 0.5 (CMU's normalisation) and ImageNet VGG19's scale and mean are folded into
+  conv1_1, whose kernel is then 256x VGG's. "plain": the input layer gives x - 128
+  (= 256 (x/256 - 0.5)) and conv1_1 keeps VGG's kernel unscaled, the scale CMU's conv1_1
+  has. The two compute the same function for kernels related by folded = 256 plain (biases
+  equal: grey 128, and with it the padding, is 0 in both); they train differently: with
+  SGD a step moves conv1_1 256^2 times less, relative to its kernel, in the folded form.
+  Loading converts between them (convert_input_norm), and every initialisation is made in
+  the folded form and converted (plain_from_folded_init), so both start from one function.
+* paf_origin: the input pixel of PAF cell j is 8j + paf_origin. The project's targets put
+  PAF and heatmap cells at 8j + 3.5 (TARGETS_PAF_ORIGIN); CMU's released network learnt PAF
+  cell j at 8j (CMU_PAF_ORIGIN; its heatmaps are at 8j + 3.5), which model.caffe records
+  when it converts a caffemodel and model.inference honours when it resamples the maps.
 
 Keras (and with it TensorFlow) is imported inside the three functions that build or save
 models: the layer plan, the configurations and the weight-file readers are used by tools and
@@ -37,6 +53,14 @@ NUM_PAF = skeleton.NUM_PAFS          # 38, branch L1
 NUM_HEATMAP = skeleton.NUM_HEATMAPS  # 19, branch L2
 BRANCH_OUTPUTS = {1: NUM_PAF, 2: NUM_HEATMAP}
 INIT_STD = 0.01
+
+INPUT_NORMS = ("folded", "plain")
+DEFAULT_INPUT_NORM = "folded"
+# Input layer: (scale, offset) of each parametrisation of conv1_1 (module docstring).
+_INPUT_SCALING = {"folded": (1.0 / 256, -0.5), "plain": (1.0, -128.0)}
+INPUT_NORM_FACTOR = 256.0        # folded conv1_1 kernel = INPUT_NORM_FACTOR x plain kernel
+TARGETS_PAF_ORIGIN = (STRIDE - 1) / 2     # 3.5: PAF cell j at input pixel 8j + 3.5
+CMU_PAF_ORIGIN = 0.0                      # CMU's released network: PAF cell j at 8j
 
 # Keras' ImageNet VGG19 weights ("caffe" preprocessing: BGR, mean subtracted, 0..255 scale).
 VGG19_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
@@ -214,10 +238,39 @@ def count_parameters(config="full"):
 # ------------------------------------------------------------------------------------------
 # Keras models
 
-def _make_layers(cfg, seed):
+def check_input_norm(input_norm):
+    if input_norm not in INPUT_NORMS:
+        raise UserError(f"unknown input_norm {input_norm!r}; choose from "
+                        f"{', '.join(INPUT_NORMS)}")
+    return input_norm
+
+
+def input_layer(input_norm=DEFAULT_INPUT_NORM):
+    """The Keras layer that normalises the 0..255 input for conv1_1 (module docstring)."""
     import keras
 
-    layers = {"image": keras.layers.Rescaling(1.0 / 256, offset=-0.5, name="normalise")}
+    scale, offset = _INPUT_SCALING[check_input_norm(input_norm)]
+    return keras.layers.Rescaling(scale, offset=offset, name="normalise")
+
+
+def model_input_norm(model):
+    """"folded" or "plain": which input layer `model` has (its layer "normalise")."""
+    scale = float(model.get_layer("normalise").scale)
+    return next(n for n, (s, _) in _INPUT_SCALING.items() if abs(s - scale) < 1e-9 * max(s, 1))
+
+
+def plain_from_folded_init(model):
+    """conv1_1's kernel / 256 when `model` is plain (nothing when folded): a random
+    initialisation drawn for the folded form becomes the same function in the plain one."""
+    if model_input_norm(model) == "plain":
+        conv = model.get_layer("conv1_1")
+        conv.kernel.assign(conv.kernel * np.float32(1.0 / INPUT_NORM_FACTOR))
+
+
+def _make_layers(cfg, seed, input_norm=DEFAULT_INPUT_NORM):
+    import keras
+
+    layers = {"image": input_layer(input_norm)}
     for i, spec in enumerate(layer_plan(cfg)):
         if spec.kind == "conv":
             # A seeded Keras initializer repeats its values on every call: one seed per layer.
@@ -244,7 +297,7 @@ def _apply(cfg, layers, image):
     return tensors
 
 
-def build_pose_models(config="full", weights=None, vgg19="auto", seed=None):
+def build_pose_models(config="full", weights=None, vgg19="auto", seed=None, input_norm=None):
     """(training_model, test_model) sharing every layer, hence every weight.
 
     training_model: inputs {"image": (B, S, S, 3), "mask": (B, S/8, S/8, 1)} with
@@ -259,11 +312,17 @@ def build_pose_models(config="full", weights=None, vgg19="auto", seed=None):
     weight file is found (see find_vgg19_weights; a warning if not) for full-width configs and
     when no `weights` are given; a path uses that file; None skips it. Finally `weights`
     (a Keras .h5/.weights.h5 file) is loaded by layer name.
+
+    input_norm: "folded" or "plain" (module docstring); None = the one `weights` records
+    (folded without weights). The test model's `paf_origin` is the one `weights` records.
     """
     import keras
 
     cfg = get_config(config)
-    layers = _make_layers(cfg, seed)
+    if input_norm is None:
+        input_norm = (DEFAULT_INPUT_NORM if weights is None
+                      else file_conventions(weights)["input_norm"])
+    layers = _make_layers(cfg, seed, input_norm)
     size, grid = cfg.input_size, cfg.output_size
 
     image = keras.Input((size, size, 3), name="image")
@@ -280,6 +339,8 @@ def build_pose_models(config="full", weights=None, vgg19="auto", seed=None):
     test_tensors = _apply(cfg, layers, test_image)
     test_model = keras.Model(test_image, [test_tensors[n] for n in output_layer_names(cfg)],
                              name=f"pose_{cfg.name}")
+    test_model.paf_origin = TARGETS_PAF_ORIGIN
+    plain_from_folded_init(test_model)
 
     if vgg19 == "auto":
         if weights is None:
@@ -295,10 +356,11 @@ def build_pose_models(config="full", weights=None, vgg19="auto", seed=None):
     return training_model, test_model
 
 
-def build_pose_model(config="full", training=False, weights=None, vgg19="auto", seed=None):
+def build_pose_model(config="full", training=False, weights=None, vgg19="auto", seed=None,
+                     input_norm=None):
     """The test model (image -> [PAF, heatmaps] of the last stage), or with training=True the
     training model (image + mask -> 2 x num_stages masked outputs). See build_pose_models."""
-    training_model, test_model = build_pose_models(config, weights, vgg19, seed)
+    training_model, test_model = build_pose_models(config, weights, vgg19, seed, input_norm)
     return training_model if training else test_model
 
 
@@ -351,6 +413,35 @@ def read_weight_file(path):
     raise UserError(f"not a Keras weight file (no layer_names and no layers group): {path}")
 
 
+def file_conventions(path, defaults=True):
+    """{"input_norm", "paf_origin"} a weight file records (module docstring); absent ones are
+    the defaults (folded, TARGETS_PAF_ORIGIN), or None with defaults=False."""
+    try:
+        with h5py.File(path, "r") as f:
+            norm, origin = f.attrs.get("input_norm"), f.attrs.get("paf_origin")
+    except OSError as e:
+        raise UserError(f"cannot read weight file {path}: {e}") from None
+    norm = None if norm is None else _decode(norm)
+    if norm is not None and norm not in INPUT_NORMS:
+        raise UserError(f"weight file {path} records an unknown input_norm {norm!r}")
+    origin = None if origin is None else float(origin)
+    if defaults:
+        norm = DEFAULT_INPUT_NORM if norm is None else norm
+        origin = TARGETS_PAF_ORIGIN if origin is None else origin
+    return {"input_norm": norm, "paf_origin": origin}
+
+
+def convert_input_norm(weights_by_name, source, target):
+    """{layer: arrays} with conv1_1's kernel converted from the `source` to the `target`
+    parametrisation (the same function: folded kernel = 256 x plain kernel, equal bias)."""
+    if check_input_norm(source) == check_input_norm(target) or "conv1_1" not in weights_by_name:
+        return weights_by_name
+    kernel, *rest = weights_by_name["conv1_1"]
+    factor = INPUT_NORM_FACTOR if target == "folded" else 1.0 / INPUT_NORM_FACTOR
+    return dict(weights_by_name, conv1_1=[np.asarray(kernel, np.float32) * np.float32(factor),
+                                          *rest])
+
+
 def assign_weights(model, weights_by_name, source):
     """Set the weights of the model's layers found in `weights_by_name`; UserError on a shape
     mismatch (names the layer and both shapes). Returns the names of the layers set."""
@@ -378,9 +469,13 @@ def load_weights(model, path):
     public reproductions' weights.0100.h5, or Keras 3 .weights.h5). Layers of the model that
     the file lacks keep their values (logged); layers of the file the model lacks are
     ignored (logged). UserError if the file is missing/unreadable, a shape differs, or no
-    layer matches. Returns the names of the layers loaded."""
+    layer matches. A file of the other input_norm is converted to the model's; the model's
+    `paf_origin` becomes the file's. Returns the names of the layers loaded."""
     weights = read_weight_file(path)
+    recorded = file_conventions(path)
+    weights = convert_input_norm(weights, recorded["input_norm"], model_input_norm(model))
     loaded = assign_weights(model, weights, f"weight file {path}")
+    model.paf_origin = recorded["paf_origin"]
     if not loaded:
         raise UserError(f"no layer of weight file {path} matches the model "
                         f"(file layers: {', '.join(list(weights)[:5])}...)")
@@ -400,22 +495,28 @@ def load_weights(model, path):
 def save_weights(model, path):
     """Write the model's weights atomically. A name ending in .weights.h5 gets Keras 3's
     format; any other name the Keras 2 layout (layer_names / weight_names attributes, what
-    the public reproductions' weights.NNNN.h5 use). load_weights reads both by name."""
+    the public reproductions' weights.NNNN.h5 use). load_weights reads both by name. Both
+    record the model's input_norm and paf_origin (default TARGETS_PAF_ORIGIN) as attributes."""
     import keras
 
     path = Path(path)
+    conventions = {"input_norm": model_input_norm(model),
+                   "paf_origin": float(getattr(model, "paf_origin", TARGETS_PAF_ORIGIN))}
     with atomic_path(path) as tmp:
         if path.name.endswith(".weights.h5"):
             # Keras insists on the suffix, so write beside the temporary name and move.
             keras_tmp = tmp.with_name(tmp.name + ".weights.h5")
             try:
                 model.save_weights(str(keras_tmp))
+                with h5py.File(keras_tmp, "a") as f:
+                    f.attrs.update(conventions)
                 os.replace(keras_tmp, tmp)
             finally:
                 if keras_tmp.exists():
                     keras_tmp.unlink()
         else:
             with h5py.File(tmp, "w") as f:
+                f.attrs.update(conventions)
                 f.attrs["layer_names"] = np.array([l.name.encode() for l in model.layers])
                 f.attrs["backend"] = b"tensorflow"
                 f.attrs["keras_version"] = keras.__version__.encode()
@@ -435,15 +536,16 @@ DEFAULT_EPOCH = 100          # the epoch the fork evaluates
 WEIGHT_FILE = re.compile(r"weights\.(\d{4,})\.h5$")
 
 
-def find_weights(effect=NORMAL, weights=None, epoch=DEFAULT_EPOCH):
+def find_weights(effect=NORMAL, weights=None, epoch=DEFAULT_EPOCH, folder=None):
     """(path, note) of the pose weights to use: `weights` when given, else the expert's
-    training/weights<effect>/weights.0100.h5, else its newest weights.NNNN.h5."""
+    weights.0100.h5 in `folder` (default training/weights<effect>), else its newest
+    weights.NNNN.h5 there."""
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
             raise UserError(f"weight file not found: {path}")
         return path, "given with --weights"
-    folder = paths.expert_weights_dir(effect)
+    folder = paths.expert_weights_dir(effect) if folder is None else Path(folder)
     wanted = folder / f"weights.{epoch:04d}.h5"
     if wanted.is_file():
         return wanted, f"epoch {epoch} of the {EFFECT_NAMES[effect]} expert"
@@ -508,13 +610,14 @@ def init_vgg19(model, path=None, fold_normalisation=True):
     """Copy ImageNet VGG19 (Keras' notop file) into conv1_1..conv4_2 of `model`.
 
     Keras' VGG19 expects BGR 0..255 minus the ImageNet mean ("caffe" preprocessing); our
-    input is BGR too, so channels need no reordering. With fold_normalisation (default) the
-    scale and mean difference are folded into conv1_1: our normalised input is
-    x = I/256 - 0.5, VGG's is I - mean = 256 x + (128 - mean), so conv1_1 takes kernel 256 W
-    and bias b + sum(W (128 - mean)): conv1_1 then computes exactly VGG's response (except in
-    the 1-pixel zero-padding border, where we pad with grey 128 instead of the mean).
-    fold_normalisation=False copies the weights as they are, as CMU and the Keras
-    reproductions did (their conv1_1 then sees inputs 256x smaller than in ImageNet).
+    input is BGR too, so channels need no reordering. With fold_normalisation (default)
+    conv1_1 computes exactly VGG's response (except in the 1-pixel zero-padding border, where
+    we pad with grey 128 instead of the mean) on the model's input x: VGG's input is
+    I - mean = k x + (128 - mean) with k = 256 for the folded input layer (x = I/256 - 0.5)
+    and k = 1 for the plain one (x = I - 128), so conv1_1 takes kernel k W and bias
+    b + sum(W (128 - mean)). fold_normalisation=False copies the weights as they are, as CMU
+    and the Keras reproductions did (with the folded input layer their conv1_1 then sees
+    inputs 256x smaller than in ImageNet).
 
     path None: look it up (find_vgg19_weights); not found -> a warning and the random init
     stays. Returns True if the weights were copied.
@@ -536,7 +639,8 @@ def init_vgg19(model, path=None, fold_normalisation=True):
         kernel, bias = weights["conv1_1"]
         shift = 128.0 - VGG19_MEAN_BGR
         bias = bias + np.einsum("hwco,c->o", kernel.astype(np.float64), shift)
-        weights["conv1_1"] = [kernel * 256.0, bias.astype(np.float32)]
+        k = INPUT_NORM_FACTOR if model_input_norm(model) == "folded" else 1.0
+        weights["conv1_1"] = [kernel * np.float32(k), bias.astype(np.float32)]
     assign_weights(model, weights, f"VGG19 weight file {path}")
     log.info("conv1_1..conv4_2 initialised from ImageNet VGG19 (%s%s)", path,
              ", normalisation folded into conv1_1" if fold_normalisation else "")

@@ -1,4 +1,4 @@
-"""Training batches for Keras: HDF5 samples -> augmentation -> expert's effect -> targets.
+"""Training batches for Keras: HDF5 samples -> expert's effect -> augmentation -> targets.
 
 `PoseBatches` is a keras.utils.PyDataset. Batch k of an epoch holds the samples
 order[k*B:(k+1)*B], where order is a permutation seeded by (seed, epoch) (or the identity
@@ -12,9 +12,23 @@ on_epoch_begin(), which fit() calls once per epoch before it requests that epoch
 the first fit() epoch uses the epoch given at construction, each later one the next.
 set_epoch() jumps to an epoch (resuming a run, or iterating by hand).
 
-Per sample: one affine transform (model.augment; without augmentation a centred crop at the
-target scale), the effect model.effects.PIXEL_EFFECTS[effect] applied to the augmented crop,
-so one HDF5 serves all experts, and the 57-channel target of model.targets at stride 8.
+Per sample: one affine transform M (model.augment; without augmentation a centred crop at
+the target scale), the expert's effect (model.effects.PIXEL_EFFECTS) applied on the fly, so
+one HDF5 serves all experts, and the 57-channel target of model.targets at stride 8.
+
+The effect goes on the source image before the warp (params.effect_stage "source", the
+default: as the fork's effected originals and the evaluation sets, the 30 px blur is scaled
+with the image like the person), or on the warped crop ("crop"). The generalist's effect
+MIXED gives each sample normal, dark or motion blur with equal probability, drawn from
+np.random.default_rng([seed, epoch, i, MIXED_STREAM]): as reproducible as the augmentation,
+and independent of it, so its crops are the experts' crops.
+
+Reduced decoding (reduced_decode=True, HDF5 samples only): when M shrinks the image 2x or more
+the JPEG is decoded at 1/2, 1/4 or 1/8 (model.augment.decode_reduction). The image is warped
+by M folded with the reduced grid and the source effect is scaled with it (the 30 px blur is
+30 / f px on a 1/f decode); mask and joints stay in stored-size coordinates under M, so the
+targets are those of a full-size decode exactly and the crop differs by the decoder's
+averaging only.
 
 Mask: the crop's mask_miss (255 = compute the loss) averaged over each stride x stride block
 (cv2.INTER_AREA with an integer factor is an exact block mean) and divided by 255: a cell
@@ -43,11 +57,11 @@ import cv2
 import keras
 import numpy as np
 
-from model.augment import (AugmentParams, center_transform, random_transform, transform_joints,
-                           warp_image, warp_mask)
-from model.domains import MOTION_BLUR, NORMAL
+from model.augment import (AugmentParams, center_transform, decode_reduction, random_transform,
+                           reduced_transform, transform_joints, warp_image, warp_mask)
+from model.domains import DARK, EXPERT_EFFECTS, MIXED, MOTION_BLUR, NORMAL, TRAINED_MODELS
 from model.draw import draw_people
-from model.effects import PIXEL_EFFECTS
+from model.effects import BLUR_LENGTH, PIXEL_EFFECTS, darken, motion_blur
 from model.errors import UserError
 from model.hdf5 import Hdf5Samples
 from model.skeleton import LIMBS, NUM_HEATMAPS, NUM_PAFS, NUM_PARTS, PART_COLORS
@@ -59,6 +73,51 @@ def open_samples(data):
     if isinstance(data, (str, Path)):
         return Hdf5Samples(data)
     return data
+
+
+# The fourth entry of the generalist's per-sample seed: a stream apart from the augmentation's.
+MIXED_STREAM = 1
+# darken is pointwise: its table over the 256 levels gives the same pixels, about 10x faster
+# on a full-size image.
+_DARK_TABLE = darken(np.arange(256, dtype=np.uint8))
+
+
+def mixed_effect(seed, epoch, index):
+    """The generalist's effect for sample `index` of `epoch`: one of EXPERT_EFFECTS, each with
+    probability 1/3."""
+    rng = np.random.default_rng([int(seed), int(epoch), int(index), MIXED_STREAM])
+    return EXPERT_EFFECTS[int(rng.integers(len(EXPERT_EFFECTS)))]
+
+
+def motion_blur_reduced(image, reduction):
+    """The evaluation's horizontal BLUR_LENGTH px box blur of a full-size image, on the image
+    decoded at 1/reduction: the same window in full-size pixels (columns X - L // 2 ..
+    X + (L - 1) // 2 around full-size column X, model.effects.motion_blur), which is L / f
+    reduced pixels long. A whole length is a plain box (cv2.blur; centred within a quarter of a
+    reduced pixel of the full-size window); otherwise the end taps get their fractional
+    overlap with the window."""
+    if reduction == 1:
+        return motion_blur(image)
+    f, L = float(reduction), BLUR_LENGTH
+    lo, hi = -(L // 2 + 0.5) / f, ((L - 1) // 2 + 0.5) / f    # window, reduced pixels
+    if float(L / f).is_integer():
+        n = L // reduction
+        return cv2.blur(image, (n, 1), anchor=(n // 2, 0))
+    taps = np.arange(math.floor(lo + 0.5), math.ceil(hi - 0.5) + 1)
+    weights = np.clip(np.minimum(taps + 0.5, hi) - np.maximum(taps - 0.5, lo), 0, None)
+    kernel = (weights / weights.sum()).astype(np.float32)[None]
+    return cv2.sepFilter2D(image, -1, kernel, np.ones((1, 1), np.float32),
+                           anchor=(int(-taps[0]), 0), borderType=cv2.BORDER_REFLECT_101)
+
+
+def apply_training_effect(image, effect, reduction=1):
+    """An expert's effect (NORMAL, DARK or MOTION_BLUR) on an image decoded at 1/reduction
+    of its stored size (1 for a crop: there the blur is BLUR_LENGTH crop pixels)."""
+    if effect == DARK:
+        return cv2.LUT(image, _DARK_TABLE)
+    if effect == MOTION_BLUR:
+        return motion_blur_reduced(image, reduction)
+    return PIXEL_EFFECTS[effect](image)
 
 
 def grid_mask(mask_miss, M, params, stride):
@@ -76,12 +135,13 @@ class PoseBatches(keras.utils.PyDataset):
 
     def __init__(self, data, batch_size, effect=NORMAL, num_stages=6, params=AugmentParams(),
                  seed=0, augment=True, shuffle=True, workers=1, use_multiprocessing=False,
-                 max_queue_size=10, stride=8, sigma=7.0, paf_thickness=1.0, epoch=0):
+                 max_queue_size=10, stride=8, sigma=7.0, paf_thickness=1.0, epoch=0,
+                 reduced_decode=True):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
-        if effect not in PIXEL_EFFECTS:
+        if effect not in TRAINED_MODELS:
             raise UserError(f"unknown training effect {effect!r}; choose from "
-                            f"{sorted(PIXEL_EFFECTS)}")
+                            f"{sorted(TRAINED_MODELS)}")
         if int(batch_size) < 1 or int(num_stages) < 1:
             raise UserError(f"batch_size and num_stages must be >= 1, got {batch_size}, "
                             f"{num_stages}")
@@ -101,6 +161,7 @@ class PoseBatches(keras.utils.PyDataset):
         self.sigma = float(sigma)
         self.paf_thickness = float(paf_thickness)
         self.grid = params.crop_size // self.stride
+        self.reduced_decode = bool(reduced_decode)
         self.set_epoch(epoch)
 
     def set_epoch(self, epoch):
@@ -134,27 +195,56 @@ class PoseBatches(keras.utils.PyDataset):
     def __len__(self):
         return math.ceil(len(self.samples) / self.batch_size)
 
-    def _crop(self, index, epoch):
-        s = self.samples[int(index)]
+    def sample_effect(self, index, epoch=None):
+        """The expert's effect sample `index` of `epoch` gets (MIXED: drawn per sample)."""
+        if self.effect != MIXED:
+            return self.effect
+        return mixed_effect(self.seed, self.epoch if epoch is None else epoch, index)
+
+    def transform(self, index, epoch, objpos, scale_provided):
+        """(M, flip) of sample `index` in `epoch` (source -> crop, stored-size pixels)."""
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, int(index)])
-            M, flip = random_transform(rng, s.objpos, s.scale_provided, self.params)
-        else:
-            M, flip = center_transform(s.objpos, s.scale_provided, self.params), False
-        image = PIXEL_EFFECTS[self.effect](warp_image(s.image, M, self.params))
+            return random_transform(rng, objpos, scale_provided, self.params)
+        return center_transform(objpos, scale_provided, self.params), False
+
+    def read(self, index, epoch):
+        """(Sample, M, flip): the transform is chosen from the sample's placement first, so
+        an HDF5 image is decoded at the reduction it allows."""
+        read = getattr(self.samples, "read", None)
+        if self.reduced_decode and read is not None:
+            M, flip = self.transform(index, epoch, *self.samples.placement(int(index)))
+            return read(int(index), decode_reduction(M)), M, flip
+        s = self.samples[int(index)]
+        return (s, *self.transform(index, epoch, s.objpos, s.scale_provided))
+
+    def crop_image(self, s, M, effect):
+        """The (S, S, 3) uint8 crop of Sample s under M with `effect` at params.effect_stage."""
+        reduction = getattr(s, "reduction", 1)
+        if self.params.effect_stage == "crop":
+            crop = warp_image(s.image, reduced_transform(M, reduction), self.params)
+            return apply_training_effect(crop, effect)
+        image = apply_training_effect(s.image, effect, reduction)
+        return warp_image(image, reduced_transform(M, reduction), self.params)
+
+    def _crop(self, index, epoch):
+        s, M, flip = self.read(index, epoch)
+        effect = self.sample_effect(index, epoch)
+        image = self.crop_image(s, M, effect)
         return (image, grid_mask(s.mask_miss, M, self.params, self.stride),
-                transform_joints(s.joints, M, flip), M, flip, s.image_id)
+                transform_joints(s.joints, M, flip), M, flip, s.image_id, effect)
 
     def sample(self, index, epoch=None):
         """One dataset sample as the network sees it: dict of image (S,S,3) uint8 with the
         effect applied, mask (g,g) float32, targets (g,g,57) float32 NOT yet masked, joints
-        (P,18,3) in crop pixels, M (2x3, source -> crop), flip, image_id."""
+        (P,18,3) in crop pixels, M (2x3, stored-size source -> crop), flip, image_id, effect
+        (the one applied)."""
         epoch = self.epoch if epoch is None else int(epoch)
-        image, mask, joints, M, flip, image_id = self._crop(index, epoch)
+        image, mask, joints, M, flip, image_id, effect = self._crop(index, epoch)
         targets = make_targets(joints, (self.grid, self.grid), self.stride, self.sigma,
                                self.paf_thickness)
         return {"image": image, "mask": mask, "targets": targets, "joints": joints, "M": M,
-                "flip": flip, "image_id": image_id}
+                "flip": flip, "image_id": image_id, "effect": effect}
 
     def __getitem__(self, batch_index):
         if not 0 <= batch_index < len(self):
@@ -167,7 +257,7 @@ class PoseBatches(keras.utils.PyDataset):
         pafs = np.empty((n, g, g, NUM_PAFS), np.float32)
         heatmaps = np.empty((n, g, g, NUM_HEATMAPS), np.float32)
         for k, index in enumerate(indices):
-            image, mask, joints, _, _, _ = self._crop(index, epoch)
+            image, mask, joints = self._crop(index, epoch)[:3]
             images[k] = image
             masks[k, ..., 0] = mask
             make_pafs(joints, (g, g), self.stride, self.paf_thickness, out=pafs[k])
@@ -233,53 +323,70 @@ def render_sample(item, stride=8):
 
 
 def measure_throughput(data, effect=MOTION_BLUR, batch_size=10, num_batches=None, seed=0,
-                       params=AugmentParams()):
+                       params=AugmentParams(), reduced_decode=True):
     """Single-process speed of PoseBatches on `data` (HDF5 path or samples), OpenCV limited
     to one thread: samples per second of wall time and per second of this process's CPU
     time (= per core), and the CPU time per sample of each stage, measured in a second pass
-    over the same samples."""
+    over the same samples (params.effect_stage says where the effect goes; reduced_decode as
+    in PoseBatches, with the share of samples it decoded at 1/2, 1/4, 1/8)."""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
         batches = PoseBatches(data, batch_size, effect=effect, num_stages=6, params=params,
-                              seed=seed)
+                              seed=seed, reduced_decode=reduced_decode)
         n_batches = len(batches) if num_batches is None else min(num_batches, len(batches))
         batches[0]                      # warm-up: file open, first allocations
         wall, cpu = time.perf_counter(), time.process_time()
         samples = sum(len(batches[i][0]["image"]) for i in range(n_batches))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        stages = dict.fromkeys(("read_decode", "warp_image", "effect", "mask", "targets"), 0.0)
-        clock = [time.process_time()]
-
-        def lap(stage):
-            now = time.process_time()
-            stages[stage] += now - clock[0]
-            clock[0] = now
-
-        g = batches.grid
-        for index in batches.order[:samples]:
-            clock[0] = time.process_time()
-            s = batches.samples[int(index)]
-            lap("read_decode")
-            rng = np.random.default_rng([seed, 0, int(index)])
-            M, flip = random_transform(rng, s.objpos, s.scale_provided, params)
-            image = warp_image(s.image, M, params)
-            lap("warp_image")
-            PIXEL_EFFECTS[effect](image)
-            lap("effect")
-            grid_mask(s.mask_miss, M, params, batches.stride)
-            lap("mask")
-            make_targets(transform_joints(s.joints, M, flip), (g, g))
-            lap("targets")
+        stages, reductions = _stage_times(batches, samples)
         batches.close()
     finally:
         cv2.setNumThreads(threads)
     per_sample_ms = {k: 1e3 * v / samples for k, v in stages.items()}
-    return {"effect": effect, "crop_size": params.crop_size, "batch_size": batch_size,
-            "seed": seed, "samples": samples, "wall_s": wall, "cpu_s": cpu,
-            "samples_per_s": samples / wall, "samples_per_cpu_s": samples / cpu,
+    return {"effect": effect, "effect_stage": params.effect_stage,
+            "reduced_decode": bool(reduced_decode), "crop_size": params.crop_size,
+            "batch_size": batch_size, "seed": seed, "samples": samples, "wall_s": wall,
+            "cpu_s": cpu, "samples_per_s": samples / wall, "samples_per_cpu_s": samples / cpu,
             "stage_cpu_ms_per_sample": per_sample_ms,
-            "other_cpu_ms_per_sample": 1e3 * cpu / samples - sum(per_sample_ms.values())}
+            "other_cpu_ms_per_sample": 1e3 * cpu / samples - sum(per_sample_ms.values()),
+            "decode_reductions": {str(f): n / samples for f, n in sorted(reductions.items())}}
+
+
+def _stage_times(batches, samples):
+    """CPU seconds of each stage over the first `samples` samples of epoch 0, in the order
+    PoseBatches runs them, and how many samples were decoded at each reduction."""
+    stages = dict.fromkeys(("read_decode", "effect", "warp_image", "mask", "targets"), 0.0)
+    reductions = {}
+    clock = [time.process_time()]
+
+    def lap(stage):
+        now = time.process_time()
+        stages[stage] += now - clock[0]
+        clock[0] = now
+
+    g, params = batches.grid, batches.params
+    for index in batches.order[:samples]:
+        clock[0] = time.process_time()
+        s, M, flip = batches.read(index, 0)
+        lap("read_decode")
+        reductions[s.reduction] = reductions.get(s.reduction, 0) + 1
+        effect, M_image = batches.sample_effect(index, 0), reduced_transform(M, s.reduction)
+        if params.effect_stage == "source":
+            image = apply_training_effect(s.image, effect, s.reduction)
+            lap("effect")
+            warp_image(image, M_image, params)
+            lap("warp_image")
+        else:
+            crop = warp_image(s.image, M_image, params)
+            lap("warp_image")
+            apply_training_effect(crop, effect)
+            lap("effect")
+        grid_mask(s.mask_miss, M, params, batches.stride)
+        lap("mask")
+        make_targets(transform_joints(s.joints, M, flip), (g, g))
+        lap("targets")
+    return stages, reductions
 
 
 class BatchStream:

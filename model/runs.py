@@ -11,10 +11,10 @@
                                 the uncertainty analysis of the set (eval/util_ainu.py)
 
 <model> is the effect's file-name spelling (model.domains.EFFECT_NAMES: normal, dark,
-motion_blur, ensemble, ensemble_fuse); N is the number of images evaluated. The names are the
-fork's, so its result folders and ours line up. A multi-scale or flipped test gets a suffix,
-so it never overwrites the single-scale results (one scale, whatever its value and mode) that
-the ensembles and the uncertainty analysis read.
+motion_blur, ensemble, ensemble_fuse, and the baselines mixed, normal_gamma); N is the number
+of images evaluated. The names are the fork's, so its result folders and ours line up. A
+multi-scale or flipped test gets a suffix, so it never overwrites the single-scale results
+(one scale, whatever its value and mode) that the ensembles and the uncertainty analysis read.
 """
 import csv
 import re
@@ -208,3 +208,25 @@ class RunLayout:
 def run_folder(results_dir, data_type, effect, num_images, settings=None):
     """RunLayout(results_dir).folder(...): the run folder of one model on one set."""
     return RunLayout(results_dir).folder(data_type, effect, num_images, settings)
+
+
+# ------------------------------------------------------------------ severity sweeps
+
+ROBUSTNESS_PREFIX = "robustness"
+_ROBUSTNESS_RE = re.compile(re.escape(ROBUSTNESS_PREFIX) + r"-(.+)-(\d+)")
+
+
+def robustness_folder(results_dir, data_type, num_images):
+    """<results_dir>/robustness-<dataType>-<N>: the severity sweep of the first N images of a
+    set (eval/robustness.py)."""
+    return Path(results_dir) / f"{ROBUSTNESS_PREFIX}-{data_type}-{num_images}"
+
+
+def robustness_folders(results_dir):
+    """[(data_type, N, folder)] of the severity sweeps under results_dir, sorted."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        return []
+    found = [(m.group(1), int(m.group(2)), p) for p in results_dir.iterdir()
+             if p.is_dir() and (m := _ROBUSTNESS_RE.fullmatch(p.name))]
+    return sorted(found)

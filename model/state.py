@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from model.errors import UserError
-from model.files import atomic_path, write_csv
+from model.files import atomic_path, remove_stale_temporaries_in, write_csv
 from model.hdf5 import stored_params
 
 log = logging.getLogger(__name__)
@@ -142,17 +142,10 @@ def load_state_weights(model, path):
 
 
 def remove_stale_temporaries(folder):
-    """Temporary files of writes that a kill interrupted (model.files.atomic_path names)."""
-    removed = 0
-    for p in Path(folder).glob(".*.tmp"):
-        try:
-            p.unlink()
-            removed += 1
-        except OSError:
-            pass
-    if removed:
-        log.info("removed %d unfinished temporary files in %s", removed, folder)
-    return removed
+    """Temporary files that killed writes left in the run folder: only those of processes
+    that have exited (model.files), never a live run's (a second run started on the same
+    folder, a checkpoint being written)."""
+    return remove_stale_temporaries_in(folder)
 
 
 def write_log(path, history):
@@ -188,7 +181,7 @@ def run_signature(cfg, network, schedule, batch_norm, target_dist):
             "seed": int(cfg.seed), "steps_per_epoch": int(cfg.steps_per_epoch),
             "mixed_precision": ("float16" if cfg.mixed_precision is True
                                 else cfg.mixed_precision or False),
-            "augment": bool(cfg.augment),
+            "augment": bool(cfg.augment), "effect_stage": cfg.effect_stage,
             "batch_norm": batch_norm, "target_dist": target_dist,
             "data": data_fingerprint(cfg.train_hdf5, cfg.val_hdf5)}
 
@@ -199,6 +192,8 @@ def check_resume(state, signature, state_path):
     recorded = dict(state.signature)
     if recorded.get("mixed_precision") is True:   # written when true meant float16
         recorded["mixed_precision"] = "float16"
+    if recorded and "effect_stage" not in recorded:   # written when effects went on the crop
+        recorded["effect_stage"] = "crop"
     diff = [f"{k} {recorded[k]!r} (now {v!r})" for k, v in signature.items()
             if k in recorded and recorded[k] != v]
     if diff:

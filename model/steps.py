@@ -14,15 +14,19 @@ finished work when the step reruns (see model.experiment).
 import contextlib
 import io
 import json
+import logging
 import math
 from pathlib import Path
 
 from model import paths, synthetic
-from model.domains import EFFECT_NAMES, ENSEMBLE, ENSEMBLE_FUSE, EXPERT_EFFECTS, NORMAL
+from model.domains import (BASE, EFFECT_NAMES, ENSEMBLE, ENSEMBLE_FUSE, NORMAL, NORMAL_GAMMA,
+                           TRAINED_MODELS)
 from model.errors import UserError
 from model.experiment import NOT_RUN, Step
-from model.runs import METRICS_CSV, run_folder
+from model.runs import METRICS_CSV, RunLayout, robustness_folder, run_folder
 from model.train_cli import build_parser
+
+log = logging.getLogger("run_experiment")
 
 SCRIPT = {
     "synthetic": paths.DATASET_DIR / "make_synthetic_coco.py",
@@ -36,6 +40,7 @@ SCRIPT = {
     "eval": paths.REPO_ROOT / "eval" / "eval_coco2014_single_scale.py",
     "ensemble": paths.REPO_ROOT / "train_expert_classifier" / "ensemble.py",
     "uncertainty": paths.REPO_ROOT / "eval" / "util_ainu.py",
+    "robustness": paths.REPO_ROOT / "eval" / "robustness.py",
 }
 # The two ensembles: ensemble.py's --method and the model name their evaluation runs under.
 ENSEMBLE_METHODS = (("route", ENSEMBLE), ("fuse", ENSEMBLE_FUSE))
@@ -78,7 +83,7 @@ def check_flags(a, d):
     """UserError, before step 1, for any flag the steps' scripts would refuse later (the
     classifier's architecture is checked by run_experiment.py, which may import torch)."""
     counts = {"num_train": 1, "num_val": 1, "val_holdout": 1, "num_eval": 1,
-              "pose_epochs": 1, "finetune_epochs": 0, "pose_steps": 0, "pose_batch": 1,
+              "pose_epochs": 1, "finetune_epochs": 0, "robustness_images": 1, "pose_steps": 0, "pose_batch": 1,
               "classifier_epochs": 1, "classifier_input_size": 1, "classifier_keep_last": 0}
     for name, least in counts.items():
         if getattr(a, name) < least:
@@ -133,27 +138,74 @@ def data_steps(a, d, runner):
 
 # ------------------------------------------------------------------------------ training
 
-def expert_epochs(a, effect):
-    """The normal expert trains --pose_epochs; the others fine-tune from it unless
-    --finetune_epochs is 0."""
-    return a.pose_epochs if effect == NORMAL or a.finetune_epochs == 0 else a.finetune_epochs
+def trained_models(a):
+    """The weight folders train_pose.py writes, in training order: the base network (when
+    the models fine-tune from it), the three experts and the generalist."""
+    return ((BASE,) if a.finetune_epochs else ()) + TRAINED_MODELS
 
 
-def expert_weights(a, d, effect):
-    return d["weights"](effect) / f"weights.{expert_epochs(a, effect):04d}.h5"
+def model_epochs(a, model):
+    """Every model of the AP table trains equally long from the same start: the base network
+    trains --pose_epochs on normal data, then each expert and the generalist fine-tune from it
+    for --finetune_epochs (the normal expert too, on normal data); with --finetune_epochs 0
+    each trains --pose_epochs from scratch."""
+    return a.pose_epochs if model == BASE or a.finetune_epochs == 0 else a.finetune_epochs
 
 
-def expert_steps(a, d):
+def expert_weights(a, d, model):
+    return d["weights"](model) / f"weights.{model_epochs(a, model):04d}.h5"
+
+
+class RemainingTime:
+    """Watches the first training step and logs, once its first epoch is in its log.csv, an
+    estimate of the experiment's remaining time: that epoch's wall time (start-up included)
+    times the epochs still to train, plus, on the synthetic demo, the steps after training
+    scaled from the developers' demo run by the same speed ratio (their time depends on the
+    number of evaluation images, not on the epoch, so on real COCO only training is
+    estimated)."""
+    # The developers' demo (BENCHMARKS.md): an epoch of the base network and everything
+    # after the training steps, in seconds.
+    REFERENCE_EPOCH_S, REFERENCE_AFTER_TRAINING_S = 54.2, 570.0
+
+    def __init__(self, a, d):
+        models = trained_models(a)
+        self.log_csv = d["weights"](models[0]) / "log.csv"
+        self.epochs = sum(model_epochs(a, m) for m in models)
+        self.synthetic = a.synthetic
+        self.rows_before = self._rows()
+        self.done = False
+
+    def _rows(self):
+        try:
+            return max(0, len(self.log_csv.read_text().splitlines()) - 1)
+        except OSError:
+            return 0
+
+    def __call__(self, seconds):
+        if self.done or self._rows() <= self.rows_before:
+            return
+        self.done = True
+        training = seconds * (self.epochs - 1)
+        text = (f"first epoch took {seconds:.0f} s: about {training / 60:.0f} min of training "
+                f"left ({self.epochs - 1} epochs)")
+        if self.synthetic:
+            after = self.REFERENCE_AFTER_TRAINING_S * seconds / self.REFERENCE_EPOCH_S
+            text += (f", then about {after / 60:.0f} min of classifier and evaluation steps: "
+                     f"about {(training + after) / 60:.0f} min in all")
+        log.info("estimate: %s", text)
+
+
+def expert_steps(a, d, watch=None):
     steps = []
-    for e in EXPERT_EFFECTS:
-        warm = (["--weights", d["weights"](NORMAL) / "train_state.h5"]
-                if e != NORMAL and a.finetune_epochs else [])
-        steps.append(Step(f"train_expert_{EFFECT_NAMES[e]}", [
-            "python", SCRIPT["train_pose"], "--effect", e, "--config", a.config,
-            "--epochs", expert_epochs(a, e), "--steps_per_epoch", a.pose_steps,
-            "--batch_size", a.pose_batch, "--hdf5_dir", d["hdf5"], "--out_dir",
-            d["weights"](e), "--seed", a.seed, "--progress", "false", *warm,
-            *a.pose_extra.split()], [expert_weights(a, d, e)], redo=["--resume", "false"]))
+    for m in trained_models(a):
+        warm = ["--weights", d["weights"](BASE) / "train_state.h5"] if m != BASE else []
+        steps.append(Step(f"train_{EFFECT_NAMES[m]}", [
+            "python", SCRIPT["train_pose"], "--effect", NORMAL if m == BASE else m,
+            "--config", a.config, "--epochs", model_epochs(a, m), "--steps_per_epoch",
+            a.pose_steps, "--batch_size", a.pose_batch, "--hdf5_dir", d["hdf5"], "--out_dir",
+            d["weights"](m), "--seed", a.seed, "--progress", "false", *warm,
+            *a.pose_extra.split()], [expert_weights(a, d, m)], redo=["--resume", "false"],
+            watch=None if steps else watch))
     return steps
 
 
@@ -197,7 +249,7 @@ def _same_recipe(run_dir, recipe):
 def training_steps(a, d, runner):
     log_dir = Path(d["classifier_log"])
     validation = d["results"] / "classifier_validation"
-    steps = expert_steps(a, d) + [
+    steps = expert_steps(a, d, watch=RemainingTime(a, d)) + [
         classifier_training_step(a, log_dir, runner),
         Step("validate_classifier", ["python", SCRIPT["validate_classifier"], "--log_dir",
                                      log_dir, "--coco_root", a.coco_root, "--out_dir",
@@ -222,11 +274,13 @@ def evaluation_steps(a, d, runner):
 
         def metrics(effect, t=t, num=num):
             return [run_folder(d["eval"], t, effect, num) / METRICS_CSV]
-        for e in EXPERT_EFFECTS:
+        # The experts, then the two baselines: the generalist and the normal expert's
+        # weights behind a test-time gamma correction.
+        for e, weights in [(m, m) for m in TRAINED_MODELS] + [(NORMAL_GAMMA, NORMAL)]:
             steps.append(Step(f"eval_{t}_{EFFECT_NAMES[e]}", [
                 "python", SCRIPT["eval"], "--effect", e, "--coco_dataType", t, "--config",
                 a.config, "--scale_mode", a.scale_mode, "--scale_search", a.scale_search,
-                "--weights", expert_weights(a, d, e),
+                "--weights", expert_weights(a, d, weights),
                 "--seed", a.seed, *common], metrics(e)))
         for method, effect in ENSEMBLE_METHODS:
             steps.append(Step(f"ensemble_{method}_{t}", [
@@ -237,6 +291,24 @@ def evaluation_steps(a, d, runner):
                 "python", SCRIPT["eval"], "--effect", effect, "--coco_dataType", t,
                 "--compute_keypoint", "False", "--eval_compute_keypoint", "True",
                 "--seed", a.seed, *common], metrics(effect)))
+        # The stamp names the analysis' output format: results of an older one are redone.
         steps.append(Step(f"uncertainty_{t}", ["python", SCRIPT["uncertainty"],
-                                                "--coco_dataType", t, *common]))
-    return steps
+                                                "--coco_dataType", t, *common],
+                          [RunLayout(d["eval"]).uncertainty_file(t, num, "-pose.csv")],
+                          stamp="detection and pose layers"))
+    return steps + [robustness_step(a, d)]
+
+
+def robustness_step(a, d):
+    """The severity sweep on the first --robustness_images images of the normal set."""
+    num = min(a.robustness_images, num_eval_images(a.coco_root, paths.EVAL_BASE))
+    weights = [x for m in TRAINED_MODELS
+               for x in (f"--weights_{EFFECT_NAMES[m]}", expert_weights(a, d, m))]
+    return Step("robustness", [
+        "python", SCRIPT["robustness"], "--coco_root", a.coco_root, "--coco_dataType",
+        paths.EVAL_BASE, "--num_images", num, "--config", a.config, "--scale_mode",
+        a.scale_mode, "--scale_search", a.scale_search, *weights, "--classifier_log_dir",
+        d["classifier_log"], "--results_dir", d["eval"], "--fuse_skip_below",
+        a.fuse_skip_below, "--seed", a.seed, "--progress", "false"],
+        [robustness_folder(d["eval"], paths.EVAL_BASE, num) / "robustness.json"],
+        redo=["--overwrite", "true"])

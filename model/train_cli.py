@@ -8,7 +8,8 @@ from pathlib import Path
 
 from model import network, paths
 from model.cli import add_seed, str2bool
-from model.domains import EXPERT_EFFECTS, NORMAL
+from model.augment import EFFECT_STAGES
+from model.domains import MIXED, NORMAL, TRAINED_MODELS
 from model.errors import UserError
 from model.recipes import per_config
 from model.schedules import SCHEDULES
@@ -17,7 +18,10 @@ from model.train_config import (DISTRIBUTE, INITS, MIXED_PRECISION, TrainConfig,
 
 
 def precision(text):
-    """argparse type of --mixed_precision."""
+    """argparse type of --mixed_precision ("auto" is resolved when the run's settings are
+    checked, which logs the choice)."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
     try:
         return resolve_mixed_precision(text)
     except UserError:
@@ -29,8 +33,15 @@ def build_parser(description=None):
     """train_pose.py's flags (also how run_experiment.py checks the flags it forwards)."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--effect", default=NORMAL, choices=list(EXPERT_EFFECTS),
-                        help="the expert's domain effect (default: '' = normal)")
+    parser.add_argument("--effect", default=NORMAL, choices=list(TRAINED_MODELS),
+                        help="the expert's domain effect: '' = normal, _dark, _motion_blur, "
+                             f"or {MIXED} = the generalist (each sample normal, dark or "
+                             "motion blur with equal probability) (default: '' = normal)")
+    parser.add_argument("--effect_stage", default="source", choices=list(EFFECT_STAGES),
+                        help="source = the effect on the stored image before the augmenting "
+                             "warp (the 30 px blur scales with the image, as in the "
+                             "evaluation sets); crop = on the warped crop "
+                             "(default: %(default)s)")
     parser.add_argument("--config", default="full", choices=list(network.CONFIGS),
                         help="network configuration (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=100,
@@ -64,11 +75,12 @@ def build_parser(description=None):
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="threads preparing batches ahead; 0 = in the training thread "
                              "(default: %(default)s)")
-    parser.add_argument("--mixed_precision", type=precision, default=False,
-                        help="false (float32) | float16 (Keras mixed_float16, dynamic loss "
-                             "scaling; 'true' means float16) | bfloat16 (mixed_bfloat16, no "
-                             "loss scaling); outputs and losses stay float32 "
-                             "(default: false)")
+    parser.add_argument("--mixed_precision", type=precision, default="auto",
+                        help="auto | false (float32) | float16 (Keras mixed_float16, dynamic "
+                             "loss scaling; 'true' means float16) | bfloat16 (mixed_bfloat16, "
+                             "no loss scaling); outputs and losses stay float32. auto: "
+                             "bfloat16 on a CPU with native bfloat16 (AMX or AVX512_BF16) "
+                             "and no GPU, else float32 (default: auto)")
     parser.add_argument("--distribute", default="none", choices=list(DISTRIBUTE),
                         help="none | mirrored (every visible GPU) | multiworker (TF_CONFIG) "
                              "(default: %(default)s)")
@@ -84,6 +96,14 @@ def build_parser(description=None):
                              "of every saved weights file; auto = "
                              + per_config(lambda r: str(r.batch_norm).lower())
                              + " (default: %(default)s)")
+    parser.add_argument("--input_norm", default=network.DEFAULT_INPUT_NORM,
+                        choices=list(network.INPUT_NORMS),
+                        help="conv1_1's parametrisation: folded = input x/256 - 0.5, ImageNet "
+                             "VGG19's scale and mean folded into conv1_1 (its kernel 256x "
+                             "VGG's); plain = input x - 128, conv1_1 keeps VGG's kernel scale "
+                             "(CMU's): the same function, but an SGD step changes conv1_1 "
+                             "256^2 times more relative to its kernel; weight files record "
+                             "it (default: %(default)s)")
     parser.add_argument("--init", default="auto", choices=list(INITS),
                         help="initialisation without --weights: caffe = normal(0, 0.01) + "
                              "ImageNet VGG19 when it fits and is found; he = He-normal hidden "
@@ -103,7 +123,8 @@ def build_parser(description=None):
 
 def config_from_args(args):
     return TrainConfig(
-        config=args.config, effect=args.effect, epochs=args.epochs, batch_size=args.batch_size,
+        config=args.config, effect=args.effect, effect_stage=args.effect_stage,
+        epochs=args.epochs, batch_size=args.batch_size,
         schedule=args.schedule, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         steps_per_epoch=args.steps_per_epoch, workers=args.workers,
         mixed_precision=args.mixed_precision, distribute=args.distribute,
@@ -113,4 +134,5 @@ def config_from_args(args):
         out_dir=str(args.out_dir) if args.out_dir else None, save_every=args.save_every,
         resume=args.resume, augment=args.augment, init=args.init, target_dist=args.target_dist,
         batch_norm="auto" if args.batch_norm == "auto" else args.batch_norm == "true",
+        input_norm=args.input_norm,
         tensorboard=args.tensorboard, progress=args.progress)

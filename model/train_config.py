@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model import network
-from model.augment import AugmentParams
-from model.domains import EXPERT_EFFECTS, NORMAL
-from model.effects import PIXEL_EFFECTS
+from model.augment import EFFECT_STAGES, AugmentParams
+from model.domains import NORMAL, TRAINED_MODELS
 from model.errors import UserError
+from model.files import ensure_writable_dir
 from model.hdf5 import Hdf5Samples
 from model.paths import expert_weights_dir
 from model.recipes import get_recipe
@@ -27,7 +27,7 @@ DISTRIBUTE = ("none", "mirrored", "multiworker")
 INITS = ("auto", "caffe", "he")
 # --mixed_precision: False (float32), or the compute dtype of Keras' mixed policy. float16
 # trains with dynamic loss scaling; bfloat16 has float32's exponent range and needs none.
-MIXED_PRECISION = ("false", "float16", "bfloat16")
+MIXED_PRECISION = ("auto", "false", "float16", "bfloat16")
 KERAS_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 # Old command lines and configurations: "true" (and True) meant float16.
 _PRECISION_ALIASES = {**dict.fromkeys(("true", "t", "1", "yes", "y", "on", "mixed_float16"),
@@ -36,13 +36,51 @@ _PRECISION_ALIASES = {**dict.fromkeys(("true", "t", "1", "yes", "y", "on", "mixe
                       "mixed_bfloat16": "bfloat16"}
 
 
+# CPU flags (Linux /proc/cpuinfo) of native bfloat16 matrix instructions, which oneDNN uses
+# for mixed_bfloat16 convolutions. Without them bfloat16 is emulated and slower than float32.
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    return {f for line in text.splitlines() if line.startswith("flags")
+            for f in line.split(":", 1)[1].split()}
+
+
+def nvidia_gpu_visible():
+    """Whether a CUDA GPU may be visible, without loading TensorFlow: the NVIDIA driver lists
+    one and CUDA_VISIBLE_DEVICES does not hide them all."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def auto_precision(flags=None, gpu=None):
+    """(precision, why) of --mixed_precision auto: bfloat16 on a CPU with native bfloat16
+    matrix instructions and no GPU (the small configuration's train step 3.4x faster than
+    float32 there, the same validation loss after an epoch: BENCHMARKS.md), else float32 (a
+    GPU keeps the recipe's float32 unless asked; an AVX2 CPU would emulate bfloat16)."""
+    flags = cpu_flags() if flags is None else set(flags)
+    gpu = nvidia_gpu_visible() if gpu is None else gpu
+    native = sorted(flags & set(NATIVE_BF16_FLAGS))
+    if native and not gpu:
+        return "bfloat16", f"the CPU has {', '.join(native)} and no GPU is visible"
+    return False, ("a GPU is visible" if gpu else "the CPU has no native bfloat16")
+
+
 def resolve_mixed_precision(value):
     """False, "float16" or "bfloat16" for a --mixed_precision value (True and "true" are
-    float16); UserError for anything else."""
+    float16; "auto" is auto_precision's choice); UserError for anything else."""
     if value is None or value is False:
         return False
     text = "float16" if value is True else _PRECISION_ALIASES.get(str(value).strip().lower(),
                                                                   str(value).strip().lower())
+    if text == "auto":
+        return auto_precision()[0]
     if text not in MIXED_PRECISION:
         raise UserError(f"unknown --mixed_precision {value!r}; choose from "
                         f"{', '.join(MIXED_PRECISION)}")
@@ -53,7 +91,8 @@ def resolve_mixed_precision(value):
 class TrainConfig:
     """Everything a run depends on (the command line's flags)."""
     config: str = "small"
-    effect: str = NORMAL
+    effect: str = NORMAL               # an expert's effect, or MIXED (the generalist)
+    effect_stage: str = "source"       # effect on the source image or on the crop (augment)
     epochs: int = 10
     batch_size: int = 10
     schedule: str = "auto"
@@ -63,6 +102,8 @@ class TrainConfig:
     steps_per_epoch: int = 0           # 0: one pass over the training data per epoch
     workers: int = 1
     mixed_precision: object = False    # False, "float16" or "bfloat16" (True = float16)
+                                       # or "auto" (auto_precision), until checked
+    precision_note: str = ""           # why "auto" chose what it chose
     distribute: str = "none"
     collective_timeout: float = 300.0  # multiworker: seconds to wait for the cluster / a peer
     devices: list = None               # MirroredStrategy devices (default: all GPUs)
@@ -75,6 +116,7 @@ class TrainConfig:
     augment: bool = True
     init: str = "auto"                 # see resolve_init
     batch_norm: object = "auto"        # True, False or "auto" (see resolve_batch_norm)
+    input_norm: str = "folded"         # conv1_1's parametrisation (model.network.INPUT_NORMS)
     target_dist: float = None          # see augment_params
     tensorboard: bool = True
     progress: bool = True
@@ -123,21 +165,22 @@ def resolve_init(init, config, weights):
     return "caffe" if cfg.width == 1.0 and network.find_vgg19_weights() else "he"
 
 
-def augment_params(config, target_dist=None):
+def augment_params(config, target_dist=None, effect_stage="source"):
     """Augmentation of a configuration: docs/recipe.md section 5 at its crop size, the main
-    person scaled to `target_dist` (default: the recipe's) of the crop."""
+    person scaled to `target_dist` (default: the recipe's) of the crop, the effect at
+    `effect_stage` (model.augment.EFFECT_STAGES)."""
     cfg = network.get_config(config)
     if target_dist is None:
         target_dist = get_recipe(cfg).target_dist
-    return AugmentParams(crop_size=cfg.input_size, target_dist=float(target_dist))
+    return AugmentParams(crop_size=cfg.input_size, target_dist=float(target_dist),
+                         effect_stage=effect_stage)
 
 
 def probe_writable(folder):
     """UserError unless a file can really be created in `folder` (root ignores mode bits,
     so os.access alone says yes on a read-only mount)."""
-    folder = Path(folder)
+    folder = ensure_writable_dir(folder)   # a file in the way, no permission: one line
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=folder)
         os.close(fd)
         os.unlink(name)
@@ -149,8 +192,11 @@ def probe_writable(folder):
 
 def _check_flags(cfg):
     """The checks that need no file."""
-    if cfg.effect not in PIXEL_EFFECTS or cfg.effect not in EXPERT_EFFECTS:
-        raise UserError(f"unknown effect {cfg.effect!r}; choose from {EXPERT_EFFECTS}")
+    if cfg.effect not in TRAINED_MODELS:
+        raise UserError(f"unknown effect {cfg.effect!r}; choose from {TRAINED_MODELS}")
+    if cfg.effect_stage not in EFFECT_STAGES:
+        raise UserError(f"unknown --effect_stage {cfg.effect_stage!r}; choose from "
+                        f"{', '.join(EFFECT_STAGES)}")
     for name in ("epochs", "batch_size"):
         if int(getattr(cfg, name)) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
@@ -158,6 +204,9 @@ def _check_flags(cfg):
         raise UserError("--steps_per_epoch, --save_every and --workers must be >= 0")
     if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UserError(f"--lr must be a positive number, got {cfg.lr}")
+    if str(cfg.mixed_precision).strip().lower() == "auto":
+        cfg.mixed_precision, why = auto_precision()
+        cfg.precision_note = f"auto: {why}"
     cfg.mixed_precision = resolve_mixed_precision(cfg.mixed_precision)
     if cfg.distribute not in DISTRIBUTE:
         raise UserError(f"unknown --distribute {cfg.distribute!r}; choose from {DISTRIBUTE}")
@@ -221,12 +270,14 @@ def check_inputs(cfg):
     schedule = resolve_schedule(cfg.schedule, pcfg)
     init = resolve_init(cfg.init, pcfg, cfg.weights)
     _check_flags(cfg)
+    network.check_input_norm(cfg.input_norm)
     train, val = _open_data(cfg)
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         raise UserError(f"--weights file not found: {cfg.weights}")
     out = Path(cfg.out_dir) if cfg.out_dir else expert_weights_dir(cfg.effect)
     probe_writable(out)
     batch_norm = resolve_batch_norm(cfg.batch_norm, pcfg)
-    params = augment_params(pcfg, cfg.target_dist)
-    signature = run_signature(cfg, pcfg, schedule, batch_norm, params.target_dist)
+    params = augment_params(pcfg, cfg.target_dist, cfg.effect_stage)
+    signature = dict(run_signature(cfg, pcfg, schedule, batch_norm, params.target_dist),
+                     input_norm=cfg.input_norm)
     return RunPlan(pcfg, schedule, batch_norm, init, params, signature, out, train, val)

@@ -144,9 +144,13 @@ def split_for_replicas(strategy, arrays):
 
 
 class Stepper:
-    """The compiled train and evaluation steps of one (model, optimizer, strategy)."""
+    """The compiled train and evaluation steps of one (model, optimizer, strategy).
 
-    def __init__(self, model, optimizer, strategy, global_batch_size, names):
+    jit_compile: compile the train step with XLA (tf.function(jit_compile=True)); off by
+    default, since the first step then compiles for a long time and every new batch shape
+    compiles again."""
+
+    def __init__(self, model, optimizer, strategy, global_batch_size, names, jit_compile=False):
         self.model, self.optimizer, self.strategy = model, optimizer, strategy
         self.global_batch_size = int(global_batch_size)
         self.names = list(names)
@@ -161,7 +165,8 @@ class Stepper:
             optimizer.apply(grads, model.trainable_variables)
             return per_output
 
-        @tf.function
+        # None (not False) without XLA: TensorFlow's own default, a plain @tf.function.
+        @tf.function(jit_compile=True if jit_compile else None)
         def train_step(inputs, targets):
             per_output = strategy.run(replica_step, args=(inputs, targets))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per_output, axis=None)

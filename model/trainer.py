@@ -52,11 +52,18 @@ def initial_weights(model, path):
     """--weights: ImageNet VGG19 (Keras' notop file, recognised by its block1_conv1 layer),
     another run's train_state.h5, or any Keras weight file by layer name (ours, the
     reproductions', a converted CMU model). Shape mismatches raise UserError naming the
-    layer and both shapes."""
+    layer and both shapes. conv1_1 is converted to the model's input_norm (model.network)
+    when the file's differs."""
     if path is None:
         return
     if is_state_file(path):
         load_state_weights(model, path)
+        recorded = read_state_record(path).signature.get("input_norm",
+                                                         network.DEFAULT_INPUT_NORM)
+        conv = model.get_layer("conv1_1")
+        converted = network.convert_input_norm({"conv1_1": conv.get_weights()}, recorded,
+                                               network.model_input_norm(model))
+        conv.set_weights(converted["conv1_1"])
         return
     weights = network.read_weight_file(path)
     if "block1_conv1" in weights and "conv1_1" not in weights:
@@ -65,21 +72,23 @@ def initial_weights(model, path):
         network.load_weights(model, path)
 
 
-def build_models(plan, seed, weights, synchronized):
+def build_models(plan, seed, weights, synchronized, input_norm=network.DEFAULT_INPUT_NORM):
     """(training model, plain model sharing its layers, or None with batch normalisation),
-    initialised as the plan says and loaded with `weights`. Call inside the strategy's scope."""
+    with the input layer of `input_norm`, initialised as the plan says and loaded with
+    `weights`. Call inside the strategy's scope."""
     pcfg, export_model = plan.network, None
     from_scratch = weights is None
     if plan.batch_norm:
-        training_model = build_bn_training_model(pcfg, seed, synchronized)
+        training_model = build_bn_training_model(pcfg, seed, synchronized, input_norm)
         if plan.init == "caffe" and from_scratch and pcfg.width == 1.0:
             network.init_vgg19(training_model)
     else:
         training_model, export_model = network.build_pose_models(
             pcfg, weights=None, vgg19="auto" if plan.init == "caffe" and from_scratch else None,
-            seed=seed)
+            seed=seed, input_norm=input_norm)
     if plan.init == "he":
         he_init(training_model, pcfg, seed)
+        network.plain_from_folded_init(training_model)   # He's draw is for the folded form
     initial_weights(training_model, weights)
     return training_model, export_model
 
@@ -163,6 +172,8 @@ class Trainer:
         if not (self.cfg.resume and self.state_path.is_file()):
             return False
         self.state = read_state_record(self.state_path)
+        if self.state.signature:           # states written before --input_norm were folded
+            self.state.signature.setdefault("input_norm", network.DEFAULT_INPUT_NORM)
         check_resume(self.state, self.plan.signature, self.state_path)
         if self.state.epoch >= self.cfg.epochs and self.state.batch == 0:
             log.info("training: already complete (%d of %d epochs) in %s", self.state.epoch,
@@ -181,7 +192,7 @@ class Trainer:
         try:
             with self.strategy.scope():
                 self.training_model, self.export_model = build_models(
-                    plan, cfg.seed, cfg.weights, self.replicas > 1)
+                    plan, cfg.seed, cfg.weights, self.replicas > 1, cfg.input_norm)
                 if precision:
                     self.training_model = float32_outputs(self.training_model)
                 # The schedule's stepsize depends on the run's length only for step_fraction
@@ -195,7 +206,8 @@ class Trainer:
                 keras.mixed_precision.set_global_policy("float32")
         if plan.batch_norm:
             # The plain network the weight files describe (float32, outside the strategy).
-            self.export_model = network.build_pose_model(plan.network, vgg19=None)
+            self.export_model = network.build_pose_model(plan.network, vgg19=None,
+                                                         input_norm=cfg.input_norm)
         self.stepper = Stepper(self.training_model, self.optimizer, self.strategy,
                                cfg.batch_size, output_names(plan.network.num_stages))
 
@@ -237,10 +249,12 @@ class Trainer:
         cfg, plan = self.cfg, self.plan
         log.info("training: start, config %s, effect %r, %d train / %d val samples, batch %d "
                  "on %d replica(s), %d steps per epoch, epochs %d..%d, schedule %s (base lr "
-                 "%g), seed %d, out %s", plan.network.name, cfg.effect,
+                 "%g), %s%s, seed %d, out %s", plan.network.name, cfg.effect,
                  len(plan.train_samples), len(plan.val_samples), cfg.batch_size,
                  self.replicas, self.steps_per_epoch, self.state.epoch + 1, cfg.epochs,
-                 plan.schedule.name, self.state.signature["lr"], cfg.seed, plan.out_dir)
+                 plan.schedule.name, self.state.signature["lr"],
+                 cfg.mixed_precision or "float32",
+                 f" ({cfg.precision_note})" if cfg.precision_note else "", cfg.seed, plan.out_dir)
 
     # -- one epoch -------------------------------------------------------------------------
 

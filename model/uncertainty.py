@@ -41,21 +41,47 @@ Disagreement per person (`disagreement`), both in [0, 1]
     translational = mean of the two end-point distances / scale, rotational as above; a limb no
     pair compared is NaN for that person.
 
-Quality of the uncertainty (docs/recipe.md section 9)
-    error = 1 - OKS against the matched ground-truth person (pycocotools' OKS,
-    model.keypoints.coco_oks); a model that did not predict the person, or a person with no
-    ground truth, has error 1.
-    A matched person's ground truth: Hungarian assignment per image on the best OKS of its
-    experts' predictions, kept at OKS >= 0.1 (GT_MATCH_OKS); people COCOeval ignores (crowd,
-    no labelled keypoint) are never matched. The ensemble's prediction of a person: Hungarian
-    assignment on the mean OKS between predictions with the person's members, >= match_oks.
-    Pearson and Spearman correlation (scipy.stats, with p-values); sparsification curve (mean
-    error of the people left after removing the k most uncertain, k = 0..n-1, as a fraction
-    k/n) against the oracle curve (removing the largest errors first), AUSE = trapezoid area
-    between them over [0, (n-1)/n], in units of error (not normalised). People with equal
-    uncertainty are removed as one block: the curve uses their mean error, so it does not
-    depend on how ties happen to be ordered. Risk-coverage: the most uncertain 10/20/30/50 %
-    of people are rejected (ties broken by image and person order) and COCOeval is re-run on
+Quality of the uncertainty (docs/recipe.md sections 9 and 11), in two layers
+    A person found by fewer than two experts has disagreement 1 and a model that did not
+    predict a person has error 1, so over all people a correlation mostly measures whether
+    the experts found the same people. The two questions are therefore asked apart.
+
+    Matching to the ground truth: a person's ground truth is found by Hungarian assignment
+    per image on the best OKS of its experts' predictions (pycocotools' OKS,
+    model.keypoints.coco_oks), kept at OKS >= 0.1 (GT_MATCH_OKS); people COCOeval ignores
+    (crowd, no labelled keypoint) are never matched. The ensemble's prediction of a person:
+    Hungarian assignment on the mean OKS between predictions with the person's members,
+    >= match_oks. A model's OKS of a person is that of its own prediction against the
+    person's ground truth.
+
+    (a) Detection level (`detection_outcome`, `judge_detection`). For each model, each
+        prediction it made and each ground-truth person it did not predict but some expert
+        found is one case. Correct: the prediction matches a ground-truth person at OKS >=
+        0.5 (DETECTION_OKS). Error: a false positive (a prediction that matches no
+        ground-truth person at OKS >= 0.5) or a miss (a ground-truth person the model did not
+        predict). A prediction of a ground-truth person below 0.5 leaves that person unmatched
+        too, but both are one person with one disagreement: it counts once, as a false
+        positive. A ground-truth person no expert found has no disagreement and is left out
+        (counted), as is an ensemble prediction matched to no expert's person. AUROC
+        (`auroc`) = the probability that an error has a larger disagreement than a correct
+        detection, ties counted half (the Mann-Whitney statistic / (errors x correct)); 0.5
+        is chance, 1 a perfect separation; undefined without both kinds.
+    (b) Pose level (`pose_people`, `judge_pose`): the error of predictions that exist. Only
+        the people that at least two experts found, that the judged model predicted and that
+        match a ground-truth person; error = 1 - OKS of the model's prediction. Pearson and
+        Spearman correlation (scipy.stats, with p-values); sparsification curve (mean error of
+        the people left after removing the k most uncertain, k = 0..n-1, as a fraction k/n)
+        against the oracle curve (removing the largest errors first), AUSE = trapezoid area
+        between them over [0, (n-1)/n], in units of error (not normalised). People with equal
+        uncertainty are removed as one block: the curve uses their mean error, so it does not
+        depend on how ties happen to be ordered. With fewer than MIN_POSE_PEOPLE (10) people
+        every statistic is n/a (None) with the count.
+    All people (for comparison only, labelled so): the same statistics over every matched
+        person with error = 1 - OKS, 1 where the model did not predict the person or the
+        person has no ground truth. They mix the two questions above and judge neither.
+
+    Risk-coverage (detection level, over all people): the most uncertain 10/20/30/50 % of
+    people are rejected (ties broken by image and person order) and COCOeval is re-run on
     the same images, twice: `ap` with their predictions removed and the ground truth as is
     (what a user of the filtered output gets: rejected true positives cost recall), and
     `ap_kept_people` with their predictions removed and their matched ground-truth people
@@ -64,6 +90,7 @@ Quality of the uncertainty (docs/recipe.md section 9)
     to no expert's person has no disagreement and is removed with the first rejection.
 """
 
+import warnings
 from itertools import combinations
 
 import numpy as np
@@ -82,6 +109,27 @@ GT_MATCH_OKS = 0.1
 MAX_DISAGREEMENT = 1.0
 REJECT_FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 MEASURES = ("translational", "rotational")
+# Detection level: COCO AP's loosest threshold for a correct detection.
+DETECTION_OKS = 0.5
+OUTCOMES = ("correct", "false_positive", "miss")
+# Pose level: a correlation over fewer people is too noisy to judge anything by.
+MIN_POSE_PEOPLE = 10
+# The two layers in one sentence each, for the files and the summary.
+DETECTION_DEFINITION = (
+    "Per model, each prediction it made and each ground-truth person it did not predict (but "
+    "an expert found) is one case: correct = the prediction matches a ground-truth person at "
+    f"OKS >= {DETECTION_OKS}; error = a false positive (a prediction matching no ground-truth "
+    f"person at OKS >= {DETECTION_OKS}) or a miss (a ground-truth person the model did not "
+    "predict). AUROC of the disagreement as a score for 'this person is an error' (0.5 "
+    "chance, 1 perfect)")
+POSE_DEFINITION = (
+    "Only people found by at least two experts, predicted by the judged model and matching a "
+    "ground-truth person; error = 1 - OKS of the model's prediction; Pearson and Spearman "
+    f"correlation, sparsification and AUSE; n/a below {MIN_POSE_PEOPLE} people")
+ALL_PEOPLE_DEFINITION = (
+    "For comparison only: every matched person, disagreement 1 when found by fewer than two "
+    "experts, error 1 when the model did not predict the person or it has no ground truth; "
+    "mixes detection agreement with pose error")
 # Column labels of the models whose error the uncertainty is judged against.
 MODEL_LABELS = tuple(EFFECT_NAMES[e] for e in EXPERT_EFFECTS) + ("ensemble",)
 
@@ -242,10 +290,17 @@ def correlation(uncertainty, error):
         out["note"] = "constant " + ("uncertainty" if np.ptp(u) == 0 else "error") + \
                       ": correlation undefined"
     else:
-        pr = stats.pearsonr(u, e)
-        sr = stats.spearmanr(u, e)
-        out.update(pearson_r=float(pr.statistic), pearson_p=float(pr.pvalue),
-                   spearman_r=float(sr.statistic), spearman_p=float(sr.pvalue))
+        # A nearly constant side makes SciPy warn that the coefficient may be inaccurate:
+        # then the correlation is reported as undefined, with SciPy's reason, never warned.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pr = stats.pearsonr(u, e)
+            sr = stats.spearmanr(u, e)
+        if caught:
+            out["note"] = f"correlation undefined: {caught[0].message}"
+        else:
+            out.update(pearson_r=float(pr.statistic), pearson_p=float(pr.pvalue),
+                       spearman_r=float(sr.statistic), spearman_p=float(sr.pvalue))
     return out
 
 
@@ -293,3 +348,72 @@ def kept_after_rejection(uncertainty, fraction):
     keep[removal_order(u)[:drop]] = False
     return keep
 
+
+
+# ---------------------------------------------------------------- the two layers
+
+def auroc(score, positive):
+    """Area under the ROC curve of `score` for telling the positive cases from the others:
+    P(score of a positive > score of a negative), ties counted half. None (undefined) unless
+    both kinds occur among the cases with a finite score."""
+    s = np.asarray(score, np.float64).ravel()
+    pos = np.asarray(positive, bool).ravel()
+    ok = np.isfinite(s)
+    s, pos = s[ok], pos[ok]
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = stats.rankdata(s)            # average ranks: a tie scores one half
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def detection_outcome(predicted, gt_id, oks, threshold=DETECTION_OKS):
+    """Per person, the detection-level case of one model: "correct", "false_positive",
+    "miss", or "" (not a case: the model did not predict it and it has no ground truth).
+
+    predicted (N,) bool: the model has a prediction of the person; gt_id (N,) the matched
+    ground-truth id (-1 none); oks (N,) of the model's prediction against it (NaN ignored)."""
+    predicted = np.asarray(predicted, bool)
+    has_gt = np.asarray(gt_id) >= 0
+    oks = np.nan_to_num(np.asarray(oks, np.float64), nan=0.0)
+    hit = predicted & has_gt & (oks >= threshold)
+    return np.select([hit, predicted, has_gt], OUTCOMES, default="")
+
+
+def judge_detection(uncertainty, outcome):
+    """Counts of the cases and the AUROC of the uncertainty as a score for an error."""
+    outcome = np.asarray(outcome)
+    case = outcome != ""
+    counts = {key: int((outcome == name).sum()) for key, name in
+              zip(("correct", "false_positives", "misses"), OUTCOMES)}
+    value = auroc(np.asarray(uncertainty, np.float64)[case], outcome[case] != "correct")
+    out = dict(cases=int(case.sum()), **counts, auroc=value)
+    if value is None:
+        out["note"] = "AUROC undefined: " + ("no correct detection" if counts["correct"] == 0
+                                             else "no error")
+    return out
+
+
+def pose_people(num_experts, predicted, gt_id):
+    """The pose level's people of one model: found by >= 2 experts, predicted by the model
+    and matched to a ground-truth person."""
+    return ((np.asarray(num_experts) >= 2) & np.asarray(predicted, bool)
+            & (np.asarray(gt_id) >= 0))
+
+
+def judge_pose(uncertainty, error, min_people=MIN_POSE_PEOPLE):
+    """Correlation (correlation's dict) and AUSE of the uncertainty against the error of the
+    given people, and the sparsification curves (fractions, curve, oracle, ause), or, with
+    fewer than min_people, every statistic None with the count in a note and no curves."""
+    u = np.asarray(uncertainty, np.float64).ravel()
+    e = np.asarray(error, np.float64).ravel()
+    ok = np.isfinite(u) & np.isfinite(e)
+    u, e = u[ok], e[ok]
+    if len(u) < min_people:
+        return {"n": int(len(u)), "pearson_r": None, "pearson_p": None, "spearman_r": None,
+                "spearman_p": None, "ause": None,
+                "note": f"n/a: {len(u)} people (fewer than {min_people})"}, None
+    out = correlation(u, e)
+    f, curve, oracle = sparsification(u, e)
+    out["ause"] = ause(f, curve, oracle)
+    return out, (f, curve, oracle, out["ause"])

@@ -1,8 +1,10 @@
 """The uncertainty analysis of one evaluation set, on its COCO keypoint result records: the
 people matched across the experts and measured (model.uncertainty's metrics), each scored
-against the ground truth, and the quality of the disagreement as a predictor of the error
-(correlation, sparsification, risk-coverage). Definitions: model.uncertainty's docstring.
-Reading and writing the files is model.runs' and model.report.uncertainty's.
+against the ground truth, and the quality of the disagreement in two layers: detection (does
+it separate correct detections from false positives and misses: AUROC) and pose (does it rank
+the error of predictions that exist: correlation, sparsification), plus risk-coverage.
+Definitions: model.uncertainty's docstring. Reading and writing the files is model.runs' and
+model.report.uncertainty's.
 """
 from collections import defaultdict
 
@@ -14,14 +16,16 @@ from model.keypoints import (coco_oks, evaluated_gt, group_by_image, prediction_
                              records_to_array)
 from model.paths import annotation_file
 from model.skeleton import NUM_LIMBS
-from model.uncertainty import (DEFAULT_MATCH_OKS, GT_MATCH_OKS, MEASURES, MODEL_LABELS,
-                               REJECT_FRACTIONS, ause, correlation, disagreement,
-                               gather_members, kept_after_rejection, match_people,
-                               sparsification)
+from model.uncertainty import (ALL_PEOPLE_DEFINITION, DEFAULT_MATCH_OKS, DETECTION_DEFINITION,
+                               DETECTION_OKS, GT_MATCH_OKS, MEASURES, MIN_POSE_PEOPLE,
+                               MODEL_LABELS, POSE_DEFINITION, REJECT_FRACTIONS, ause,
+                               correlation, detection_outcome, disagreement, gather_members,
+                               judge_detection, judge_pose, kept_after_rejection,
+                               match_people, pose_people, sparsification)
 
-PER_PERSON = ("image_id", "person", "present", "gt_id", "oks", "num_experts", "flagged",
-              "translational", "rotational", "limbs_compared", "limb_translational",
-              "limb_rotational")
+PER_PERSON = ("image_id", "person", "present", "predicted", "gt_id", "oks", "num_experts",
+              "flagged", "translational", "rotational", "limbs_compared",
+              "limb_translational", "limb_rotational")
 
 
 def load_ground_truth(coco_root, data_type):
@@ -112,7 +116,7 @@ def _stack(rows, n_exp):
     """The per-image pieces of every per-person array joined (empty arrays of the right
     shape for a set without people)."""
     empty = {"limb_translational": (0, NUM_LIMBS), "limb_rotational": (0, NUM_LIMBS),
-             "oks": (0, n_exp + 1), "present": (0, n_exp)}
+             "oks": (0, n_exp + 1), "present": (0, n_exp), "predicted": (0, n_exp + 1)}
     return {k: np.concatenate(rows[k]) if rows[k] else np.zeros(empty.get(k, 0))
             for k in PER_PERSON}
 
@@ -135,7 +139,8 @@ def collect_people(image_ids, expert_records, ensemble_records=None, coco_gt=Non
 
     Returns a dict: per-person arrays (image_id, person, num_experts, flagged, translational,
     rotational, limbs_compared, limb_translational, limb_rotational, gt_id (-1 none),
-    oks (P, 4: the experts then the ensemble; NaN without ground truth or ensemble)),
+    oks (P, 4: the experts then the ensemble; NaN without ground truth or ensemble),
+    predicted (P, 4: whether each model has a prediction of the person)),
     `records` and `person_of` per model (the records in order and the person each belongs to,
     -1 for an ensemble prediction matched to nobody) and `counts`."""
     n_exp = len(expert_records)
@@ -177,7 +182,8 @@ def collect_people(image_ids, expert_records, ensemble_records=None, coco_gt=Non
             counts["gt_people_matched"] += matched
         d = disagreement(members, present)
         d.update(present=present, image_id=np.full(n, image_id), person=np.arange(n),
-                 gt_id=gt_id, oks=oks)
+                 gt_id=gt_id, oks=oks,
+                 predicted=np.concatenate([present, (member_of_ens >= 0)[:, None]], 1))
         for key in PER_PERSON:
             rows[key].append(d[key])
         next_person += n
@@ -189,24 +195,77 @@ def collect_people(image_ids, expert_records, ensemble_records=None, coco_gt=Non
     return out
 
 
-def quality(people, coco_gt, image_ids, fractions=REJECT_FRACTIONS):
-    """Correlations, sparsification/AUSE and risk-coverage of both disagreements against the
-    error of every model (people from collect_people, with ground truth)."""
+def _models(people):
+    """(labels, error (P, M) = 1 - OKS, predicted (P, M)) of the models the analysis has."""
     n_models = len(people["records"])
-    labels = MODEL_LABELS[:n_models]
-    error = 1 - people["oks"][:, :n_models]
-    out = {"correlation": {}, "ause": {}, "sparsification": {}, "risk_coverage": []}
+    return (MODEL_LABELS[:n_models], 1 - people["oks"][:, :n_models],
+            people["predicted"][:, :n_models])
+
+
+def detection_layer(people):
+    """Layer (a): per model, counts of correct detections, false positives and misses and
+    the AUROC of each disagreement as a score for an error; the share of people found by
+    fewer than two experts."""
+    labels, _, predicted = _models(people)
+    counts = people["counts"]
+    n, flagged = len(people["image_id"]), int(people["flagged"].sum())
+    out = {"definition": DETECTION_DEFINITION, "oks_threshold": DETECTION_OKS, "people": n,
+           "found_by_fewer_than_two": flagged,
+           "share_found_by_fewer_than_two": flagged / n if n else None,
+           "gt_people_found_by_no_expert": counts["gt_people"] - counts["gt_people_matched"],
+           "ensemble_predictions_unmatched": counts["ensemble_unmatched"], "models": {}}
+    for i, m in enumerate(labels):
+        outcome = detection_outcome(predicted[:, i], people["gt_id"], people["oks"][:, i])
+        judged = {measure: judge_detection(people[measure], outcome) for measure in MEASURES}
+        first = judged[MEASURES[0]]
+        row = {k: first[k] for k in ("cases", "correct", "false_positives", "misses")}
+        row["auroc"] = {measure: judged[measure]["auroc"] for measure in MEASURES}
+        if "note" in first:
+            row["note"] = first["note"]
+        out["models"][m] = row
+    return out
+
+
+def pose_layer(people, min_people=MIN_POSE_PEOPLE):
+    """Layer (b): correlation and AUSE over each model's pose-level people; returns (the
+    numbers, {measure: {model: sparsification curves}} of the models with enough people)."""
+    labels, error, predicted = _models(people)
+    out = {"definition": POSE_DEFINITION, "min_people": min_people, "people": {},
+           "correlation": {m: {} for m in MEASURES}, "ause": {m: {} for m in MEASURES}}
+    curves = {m: {} for m in MEASURES}
+    for i, label in enumerate(labels):
+        sel = pose_people(people["num_experts"], predicted[:, i], people["gt_id"])
+        out["people"][label] = int(sel.sum())
+        for measure in MEASURES:
+            judged, curve = judge_pose(people[measure][sel], error[sel, i], min_people)
+            out["ause"][measure][label] = judged.pop("ause")
+            out["correlation"][measure][label] = judged
+            if curve is not None:
+                curves[measure][label] = curve
+    return out, curves
+
+
+def all_people_layer(people):
+    """The statistics over every matched person (error 1 where a model did not predict it),
+    for comparison with the two layers only."""
+    labels, error, _ = _models(people)
+    out = {"definition": ALL_PEOPLE_DEFINITION, "people": len(people["image_id"]),
+           "correlation": {}, "ause": {}}
     for measure in MEASURES:
         u = people[measure]
-        out["correlation"][measure] = {m: correlation(u, error[:, i]) for i, m in enumerate(labels)}
-        curves = {}
-        for i, m in enumerate(labels):
-            f, curve, oracle = sparsification(u, error[:, i])
-            curves[m] = (f, curve, oracle, ause(f, curve, oracle))
-        out["sparsification"][measure] = curves
-        out["ause"][measure] = {m: c[3] for m, c in curves.items()}
+        out["correlation"][measure] = {m: correlation(u, error[:, i])
+                                       for i, m in enumerate(labels)}
+        out["ause"][measure] = {m: ause(*sparsification(u, error[:, i]))
+                                for i, m in enumerate(labels)}
+    return out
+
+
+def risk_coverage(people, coco_gt, image_ids, fractions=REJECT_FRACTIONS):
+    """AP after rejecting the most uncertain people (model.uncertainty's docstring)."""
+    labels = MODEL_LABELS[:len(people["records"])]
     baseline = [keypoint_ap(coco_gt, recs, image_ids) for recs in people["records"]]
     n = len(people["translational"])
+    rows = []
     for measure in MEASURES:
         for fraction in (0.0,) + tuple(fractions):
             keep = kept_after_rejection(people[measure], fraction)
@@ -222,9 +281,18 @@ def quality(people, coco_gt, image_ids, fractions=REJECT_FRACTIONS):
                 else:
                     ap = keypoint_ap(coco_gt, recs, image_ids)
                     ap_kept = keypoint_ap(coco_gt, recs, image_ids, ignore)
-                out["risk_coverage"].append({
+                rows.append({
                     "measure": measure, "model": m, "rejected_fraction": fraction,
                     "people_kept": int(keep.sum()), "people": n,
                     "predictions_kept": int(kept.sum()), "predictions": len(kept),
                     "ap": ap, "ap_kept_people": ap_kept})
-    return out
+    return rows
+
+
+def quality(people, coco_gt, image_ids, fractions=REJECT_FRACTIONS):
+    """Both layers, the all-people comparison, the pose level's sparsification curves and
+    risk-coverage of the people from collect_people (with ground truth)."""
+    pose, curves = pose_layer(people)
+    return {"detection": detection_layer(people), "pose": pose,
+            "all_people": all_people_layer(people), "sparsification": curves,
+            "risk_coverage": risk_coverage(people, coco_gt, image_ids, fractions)}

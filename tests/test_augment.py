@@ -2,12 +2,13 @@
 scale multiplier is applied; a seed reproduces a sample."""
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 
 from model.augment import (AugmentParams, augment, center_crop, center_transform,
-                           crop_transform, random_transform, transform_joints, transform_sample,
-                           transform_scale)
+                           crop_transform, decode_reduction, random_transform, reduced_transform,
+                           transform_joints, transform_sample, transform_scale, warp_image)
 from model.hdf5 import Sample
 from model.skeleton import CMU_PARTS, FLIP_CMU, NUM_PARTS
 
@@ -169,3 +170,34 @@ def test_params_are_validated_and_frozen():
         AugmentParams().crop_size = 10
     with pytest.raises(ValueError):
         random_transform(np.random.default_rng(0), (0, 0), 0.0)
+    assert AugmentParams().effect_stage == "source"
+    with pytest.raises(ValueError, match="effect_stage"):
+        AugmentParams(effect_stage="before")
+
+
+def test_decode_reduction_is_the_largest_that_never_upsamples():
+    got = {scale: decode_reduction(crop_transform((50, 60), scale, 33.0, flip=True))
+           for scale in (1.3, 1.0, 0.51, 0.5, 0.3, 0.25, 0.2, 0.125, 0.05)}
+    assert got == {1.3: 1, 1.0: 1, 0.51: 1, 0.5: 2, 0.3: 2, 0.25: 4, 0.2: 4, 0.125: 8,
+                   0.05: 8}
+
+
+@pytest.mark.parametrize("f", [1, 2, 4, 8])
+def test_reduced_transform_maps_reduced_pixels_through_their_full_size_centres(f):
+    M = crop_transform((250, 200), 0.3, -21.0, (4.0, -3.0), True)
+    Mr = reduced_transform(M, f)
+    uv = np.array([[0.0, 0.0], [10.0, 3.0], [57.5, 41.25]])
+    full = f * uv + (f - 1) / 2          # reduced pixel u covers full pixels f u .. f u + f - 1
+    np.testing.assert_allclose(uv @ Mr[:, :2].T + Mr[:, 2], full @ M[:, :2].T + M[:, 2],
+                               atol=1e-9)
+    assert transform_scale(Mr) == pytest.approx(f * transform_scale(M))
+    # a real 1/f image: a blob lands where the full-size one does
+    sample = blob_sample([0, 1, 2])
+    small = cv2.resize(sample.image, None, fx=1 / f, fy=1 / f, interpolation=cv2.INTER_AREA)
+    params = AugmentParams(fill=0)
+    M = crop_transform(sample.objpos, 0.9 / f, 12.0)
+    a = warp_image(sample.image, M, params)
+    b = warp_image(small, reduced_transform(M, f), params)
+    for channel in range(3):
+        np.testing.assert_allclose(centroid(b[..., channel]), centroid(a[..., channel]),
+                                   atol=0.15)

@@ -1,8 +1,13 @@
 """Bad input to the evaluation side: broken images in a set (skipped and counted, AP on the
-rest), weight files that miss layers, NaN keypoints in the uncertainty step, and every flag
-of run_experiment.py checked before step 1; --output_root puts the data under it too."""
+rest), weight files that miss layers, NaN keypoints in the uncertainty step, every flag
+of run_experiment.py checked before step 1 (--output_root puts the data under it too),
+checkpoints of another run or damaged ones (redone with a note), and Ctrl-C during the
+prediction (exit 130, a checkpoint the rerun continues from)."""
 import json
+import logging
 import math
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
-from model import eval_run, evaluation, inference, network, paths, runs
+from model import eval_run, evaluation, files, network, paths, predict_set, runs
 from model.domains import EXPERT_EFFECTS
 from model.errors import UserError
 from model.skeleton import NUM_HEATMAPS, NUM_PAFS
@@ -86,7 +91,7 @@ def bad_set(tmp_path_factory):
 
 def test_truncated_and_resized_images_are_skipped_with_reasons(bad_set):
     net = ZeroNetwork()
-    records, info = inference.predict_dataset(net, bad_set.images, bad_set.folder,
+    records, info = predict_set.predict_dataset(net, bad_set.images, bad_set.folder,
                                               progress=False)
     reasons = dict(info["skipped"])
     assert info["image_ids"] == [1, 4] and sorted(reasons) == [2, 3]
@@ -97,9 +102,9 @@ def test_truncated_and_resized_images_are_skipped_with_reasons(bad_set):
 
 def test_good_images_give_the_plain_readers_pixels(bad_set):
     path = bad_set.folder / bad_set.images[0]["file_name"]
-    image, reason = inference.read_set_image(path, bad_set.images[0])
+    image, reason = predict_set.read_set_image(path, bad_set.images[0])
     assert reason is None
-    np.testing.assert_array_equal(image, inference.read_image_or_reason(path)[0])
+    np.testing.assert_array_equal(image, predict_set.read_image_or_reason(path)[0])
 
 
 def test_skipped_images_are_counted_and_ap_is_on_the_rest(bad_set, tmp_path):
@@ -239,3 +244,165 @@ def test_output_root_holds_the_data_unless_coco_root_is_given(tmp_path, run_expe
     given = runner.parse_args(["--output_root", str(tmp_path), "--coco_root", "/data/C"])
     assert str(given.coco_root) == "/data/C"
     assert runner.parse_args([]).coco_root == paths.DEFAULT_COCO_ROOT
+
+
+# ------------------------------------------------------------------------ checkpoints
+
+def resume_key(images, **changes):
+    key = {"backend": "tensorflow", "weights": "w.h5",
+           "weights_file": {"bytes": 10, "mtime_ns": 5}, "config": "small",
+           "settings": {"flip": False}, "image_ids": [int(im["id"]) for im in images]}
+    return dict(key, **changes)
+
+
+def record(image_id):
+    return {"image_id": image_id, "category_id": 1, "keypoints": [0] * 51, "score": 1.0}
+
+
+def checkpoint(key, records=(1,), ids=(1, 2), seconds=1.0):
+    return {"key": key, "records": [record(i) for i in records], "image_ids": list(ids),
+            "seconds": seconds}
+
+
+@pytest.mark.parametrize("content, note", [
+    ("{not json", "is damaged (JSONDecodeError)"),
+    ("[1, 2]", "is not a checkpoint of an evaluation"),
+    (lambda k: checkpoint(dict(k, weights_file={"bytes": 11, "mtime_ns": 5})),
+     "holds 2 images of a run with another weights_file"),
+    (lambda k: checkpoint(dict(k, config="full", settings={"flip": True})),
+     "holds 2 images of a run with another config, settings"),
+    (lambda k: checkpoint(dict(k, correction={"target": 0.4})),
+     "holds 2 images of a run with another correction"),
+    (lambda k: checkpoint(k, records=(3,)),
+     "is inconsistent: records hold people of images it does not list as predicted"),
+    (lambda k: checkpoint(k, ids=(1, 9)),
+     "is inconsistent: image_ids repeats images or names images outside this run"),
+    (lambda k: checkpoint(k, ids=(1, 1)),
+     "is inconsistent: image_ids repeats images or names images outside this run"),
+    (lambda k: checkpoint(k, ids=("1", 2)), "is inconsistent: image_ids is not a list"),
+    (lambda k: checkpoint(k, seconds=-1), "is inconsistent: seconds is not a duration"),
+], ids=["not JSON", "not a dict", "weights retrained", "settings", "correction",
+        "records of unlisted images", "foreign image", "repeated image", "string id",
+        "negative seconds"])
+def test_a_checkpoint_that_does_not_fit_is_redone_with_a_note(bad_set, tmp_path, caplog,
+                                                              content, note):
+    key = resume_key(bad_set.images)
+    partial = tmp_path / runs.PARTIAL_JSON
+    partial.write_text(content if isinstance(content, str) else json.dumps(content(key)))
+    with caplog.at_level(logging.INFO, logger="eval"):
+        done, todo = eval_run._resume_state(partial, key, bad_set.images)
+    assert done == {"key": key, "records": [], "image_ids": [], "seconds": 0.0}
+    assert todo == bad_set.images
+    notes = [r.getMessage() for r in caplog.records if "starting over" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].startswith(
+        f"starting over, all 4 images to predict: {partial} {note}")
+    assert not any("resuming" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("recorded", ["the same key", "a key without the weight file's stat"])
+def test_a_checkpoint_of_this_run_is_resumed(bad_set, tmp_path, caplog, recorded):
+    key = resume_key(bad_set.images)
+    earlier = dict(key) if recorded == "the same key" else \
+        {k: v for k, v in key.items() if k not in ("weights_file", "backend")}
+    partial = tmp_path / runs.PARTIAL_JSON
+    partial.write_text(json.dumps(checkpoint(earlier, seconds=2.5)))
+    with caplog.at_level(logging.INFO, logger="eval"):
+        done, todo = eval_run._resume_state(partial, key, bad_set.images)
+    assert done["records"] == [record(1)] and done["image_ids"] == [1, 2]
+    assert done["seconds"] == 2.5 and done["key"] == key
+    assert [im["id"] for im in todo] == [3, 4]
+    assert [r.getMessage() for r in caplog.records] == [
+        "resuming: 2 of 4 images already predicted"]
+
+
+def test_the_weights_fingerprint_changes_with_the_file(tmp_path):
+    path = tmp_path / "w.h5"
+    path.write_bytes(b"12345")
+    first = eval_run.weights_fingerprint(path)
+    assert first["bytes"] == 5 and eval_run.weights_fingerprint(path) == first
+    path.write_bytes(b"123456")
+    assert eval_run.weights_fingerprint(path)["bytes"] == 6
+
+
+# ------------------------------------------------------------------------ Ctrl-C
+
+EVAL_SCRIPT = paths.REPO_ROOT / "eval" / "eval_coco2014_single_scale.py"
+LONG_SET_IMAGES = 80      # the first checkpoint comes after 25: 55 images left to interrupt
+
+
+@pytest.fixture(scope="module")
+def long_set(tmp_path_factory):
+    """An evaluation set of LONG_SET_IMAGES good 96x64 images."""
+    root = tmp_path_factory.mktemp("long_coco")
+    folder = paths.image_dir(root, SET)
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(1, LONG_SET_IMAGES + 1):
+        name = paths.image_file_name(SET, i)
+        cv2.imwrite(str(folder / name), rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+        images.append({"id": i, "file_name": name, "width": 96, "height": 64})
+    dataset = {"images": images, "annotations": [person(10, 5, i, i) for i in range(1, 5)],
+               "categories": [{"id": 1, "name": "person", "keypoints": [], "skeleton": []}]}
+    ann = paths.annotation_file(root, SET)
+    ann.parent.mkdir(parents=True)
+    ann.write_text(json.dumps(dataset))
+    return SimpleNamespace(root=root, ids=[im["id"] for im in images])
+
+
+def dead_pid():
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    return int(child.stdout)
+
+
+def interrupt_when_checkpointed(argv, results, stderr_path):
+    """Start the evaluation, send SIGINT once its first checkpoint exists; (exit, stderr)."""
+    with open(stderr_path, "w") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
+                                env=dict(os.environ, LOGLEVEL="WARNING"))
+        try:
+            deadline = time.time() + 180
+            while (time.time() < deadline and proc.poll() is None
+                   and not list(results.glob(f"*/{runs.PARTIAL_JSON}"))):
+                time.sleep(0.02)
+            assert proc.poll() is None, "the prediction ended before it could be interrupted"
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+    return proc.returncode, stderr_path.read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_prediction_saves_a_checkpoint_the_rerun_continues(
+        long_set, partial_weights, tmp_path):
+    results = tmp_path / "results"
+    argv = [sys.executable, str(EVAL_SCRIPT), "--config", "small", "--weights",
+            str(partial_weights), "--allow_partial_weights", "true", "--coco_root",
+            str(long_set.root), "--results_dir", str(results), "--eval_compute_keypoint",
+            "false"]
+    code, stderr = interrupt_when_checkpointed(argv, results, tmp_path / "stderr.txt")
+    assert code == 130, stderr[-3000:]
+    for bad in ("Traceback", "FATAL", "Exception ignored", "error:"):
+        assert bad not in stderr, stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == "interrupted" and stderr.count("interrupted") == 1
+    run_dir = next(results.iterdir())
+    partial = json.loads((run_dir / runs.PARTIAL_JSON).read_text())
+    done = len(partial["image_ids"])
+    assert 25 <= done < LONG_SET_IMAGES and partial["key"]["image_ids"] == long_set.ids
+    assert not list(run_dir.glob(".*.tmp"))
+
+    # a temporary of a killed run is swept on the rerun; a live process's is kept
+    dead = run_dir / f".{runs.RESULTS_JSON}.{files.temporary_owner_tag(dead_pid())}.abc1.tmp"
+    live = run_dir / f".{runs.RESULTS_JSON}.{files.temporary_owner_tag()}.def2.tmp"
+    dead.write_text("[")
+    live.write_text("[")
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming: {done} of {LONG_SET_IMAGES} images already predicted" in rerun.stderr
+    assert f"predicting {LONG_SET_IMAGES - done} images" in rerun.stderr
+    run = json.loads((run_dir / runs.RUN_JSON).read_text())
+    assert run["image_ids"] == long_set.ids and not (run_dir / runs.PARTIAL_JSON).exists()
+    assert not dead.exists() and live.exists()

@@ -267,29 +267,115 @@ def test_hdf5_without_its_completion_mark_is_written_again(written, tmp_path, ki
         assert len(ds) == len(ref) and ds.image_ids.tolist() == ref.image_ids.tolist()
 
 
+def temporary(folder, name, pid, host=None, token="abc_1234"):
+    """A temporary file name of atomic_path's form, written with some bytes."""
+    owner = files.temporary_owner_tag(pid) if host is None else f"{pid}@{host}"
+    path = Path(folder) / f".{name}.{owner}.{token}.tmp"
+    path.write_bytes(b"partial")
+    return path
+
+
+@contextlib.contextmanager
+def live_process():
+    """The id of another process that runs for the duration of the block."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path, caplog):
     target = tmp_path / "train_dataset_2014.h5"
-    dead = tmp_path / f".{target.name}.{dead_pid()}.abc_1234.tmp"
-    live = tmp_path / f".{target.name}.{os.getpid()}.def_5678.tmp"
-    other = tmp_path / ".val_dataset_2014.h5.1.xyz.tmp"        # another file's: not touched
-    old_style = tmp_path / f".{target.name}.k2j4h5l6.tmp"       # no process id: kept
-    for p in (dead, live, other, old_style):
-        p.write_bytes(b"partial")
-    with caplog.at_level(logging.INFO, logger="model.files"):
-        assert files.remove_stale_temporaries(target) == 1
-    assert not dead.exists() and live.exists() and other.exists() and old_style.exists()
-    assert any("removed 1 temporary file(s)" in r.getMessage() for r in caplog.records)
-    with files.atomic_path(target) as tmp:           # a write names its process
-        assert tmp.name.startswith(f".{target.name}.{os.getpid()}.")
+    with live_process() as other:
+        dead = temporary(tmp_path, target.name, dead_pid())
+        live = temporary(tmp_path, target.name, other, token="def_5678")
+        mine = temporary(tmp_path, target.name, os.getpid(), token="ghi_9012")
+        elsewhere = temporary(tmp_path, target.name, dead_pid(), host="another-machine")
+        other_file = temporary(tmp_path, "val_dataset_2014.h5", dead_pid())  # not target's
+        target_prefix = temporary(tmp_path, f"{target.name}.bak", dead_pid())  # nor this
+        pid_only = tmp_path / f".{target.name}.{dead_pid()}.abc_1234.tmp"  # host unknown
+        no_owner = tmp_path / f".{target.name}.k2j4h5l6.tmp"
+        for p in (pid_only, no_owner):
+            p.write_bytes(b"partial")
+        with caplog.at_level(logging.INFO, logger="model.files"):
+            assert files.remove_stale_temporaries(target) == 1
+        assert not dead.exists()
+        assert all(p.exists() for p in (live, mine, elsewhere, other_file, target_prefix,
+                                        pid_only, no_owner))
+        assert any("removed 1 temporary file(s)" in r.getMessage() for r in caplog.records)
+    assert files.remove_stale_temporaries(target) == 1 and not live.exists()  # it exited
+    with files.atomic_path(target) as tmp:           # a write names its process and host
+        assert tmp.name.startswith(f".{target.name}.{files.temporary_owner_tag()}.")
+        assert files.stale_temporary(tmp.name) is False
         assert files.remove_stale_temporaries(target) == 0 and tmp.exists()
+
+
+def test_a_run_folder_sweep_removes_every_dead_runs_temporary_only(tmp_path):
+    """model.state's sweep of a training folder: every output's temporaries of dead
+    processes, none of a live run (before, every .*.tmp went, a live run's included)."""
+    from model import state
+
+    with live_process() as other:
+        dead = [temporary(tmp_path, name, dead_pid())
+                for name in (state.STATE_FILE, state.LOG_FILE, "weights.0001.h5")]
+        live = temporary(tmp_path, state.STATE_FILE, other, token="live_1")
+        foreign = tmp_path / ".keep.me.tmp"
+        foreign.write_bytes(b"not ours")
+        assert state.remove_stale_temporaries(tmp_path) == 3
+        assert not any(p.exists() for p in dead) and live.exists() and foreign.exists()
+    assert state.remove_stale_temporaries(tmp_path / "missing") == 0
+
+
+def test_the_classifier_resume_removes_dead_runs_temporaries_only(tmp_path):
+    from types import SimpleNamespace
+
+    from train_domain_classifier import runs as classifier_runs, trainer
+
+    run_dir = classifier_runs.new_run_dir(tmp_path / "log")
+    checkpoints = run_dir / "checkpoints"
+    with live_process() as other:
+        dead = [temporary(checkpoints, "model_0002.pth", dead_pid()),
+                temporary(run_dir, "log.csv", dead_pid())]
+        live = temporary(checkpoints, "model_0002.pth", other, token="live_1")
+        resumed = trainer._run_dir({}, {"epoch": 1}, checkpoints / "model_0001.pth",
+                                   SimpleNamespace(main=True))
+        assert resumed == run_dir
+        assert not any(p.exists() for p in dead) and live.exists()
+
+
+def test_classifier_run_folders_are_made_by_the_one_helper(tmp_path):
+    from train_domain_classifier import runs as classifier_runs
+
+    blocker = tmp_path / "log"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match=f"cannot create output directory {blocker}: "
+                                        f"{blocker} exists and is not a folder"):
+        classifier_runs.new_run_dir(blocker)
+    log_dir = tmp_path / "runs"
+    first, second = classifier_runs.new_run_dir(log_dir), classifier_runs.new_run_dir(log_dir)
+    assert second.name.startswith(first.name) and second.name != first.name  # same minute
+    assert (first / "checkpoints").is_dir() and (second / "checkpoints").is_dir()
+
+
+def test_training_checkpoint_folder_is_made_by_the_one_helper(tmp_path):
+    from model.train_config import probe_writable
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match=f"cannot create output directory {blocker / 'w'}: "
+                                        f"{blocker} exists and is not a folder"):
+        probe_writable(blocker / "w")
+    assert probe_writable(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert list((tmp_path / "a" / "b").iterdir()) == []      # the probe file is gone
 
 
 def test_hdf5_writer_removes_dead_runs_temporaries(written, tmp_path):
     root, out = written
     target = tmp_path / "h5"
     shutil.copytree(out, target)
-    stale = target / f".val_dataset_2014.h5.{dead_pid()}.q1w2e3r4.tmp"
-    stale.write_bytes(b"\x89HDF\r\n\x1a\n partial")
+    stale = temporary(target, "val_dataset_2014.h5", dead_pid(), token="q1w2e3r4")
     reports = generate_hdf5(root, target, workers=1)
     assert reports["val"]["kept"] and not stale.exists()
     assert sorted(os.listdir(target)) == ["train_dataset_2014.h5", "val_dataset_2014.h5"]

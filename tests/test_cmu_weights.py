@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 
+import h5py
 import numpy as np
 import pytest
 from http_server import Server
@@ -129,3 +130,39 @@ def test_check_image_is_fixed_and_structured():
     a, b = cmu_weights.check_image(40, 48), cmu_weights.check_image(40, 48)
     assert a.dtype == np.uint8 and a.shape == (40, 48, 3) and np.array_equal(a, b)
     assert a.std() > 30
+
+
+def test_converted_caffemodel_records_cmus_grids(tmp_path):
+    """A converted caffemodel says PAF cell j is at input pixel 8j (CMU's putVecMaps) and its
+    conv1_1 takes CMU's x/256 - 0.5 (the folded input layer); the loaded model carries both."""
+    caffemodel = caffe.write_caffemodel(tmp_path / "net.caffemodel",
+                                        caffe.random_layers("small", 3))
+    weights = tmp_path / "weights.0100.h5"
+    caffe.convert_caffemodel(caffemodel, weights, "small")
+    assert network.file_conventions(weights, defaults=False) == {
+        "input_norm": "folded", "paf_origin": network.CMU_PAF_ORIGIN}
+    model = network.load_pose_model("small", weights)
+    assert model.paf_origin == 0.0 and network.model_input_norm(model) == "folded"
+
+
+def test_an_install_from_before_the_grid_was_recorded_gets_it(tmp_path, monkeypatch):
+    """A rerun over weights installed without the PAF grid adds it to the file and the record
+    (nothing downloaded: the sources point nowhere), and the next rerun does nothing."""
+    out = tmp_path / "w" / "weights.0100.h5"
+    model = network.build_pose_model("small", vgg19=None, seed=4)
+    network.save_weights(model, out)
+    with h5py.File(out, "a") as f:
+        del f.attrs["paf_origin"]                 # as the converter wrote it before
+    (out.parent / "weights.0100.h5.json").write_text(json.dumps({"md5": "0" * 32}))
+    monkeypatch.setenv("CMU_MODEL_MD5", "0" * 32)
+    monkeypatch.setenv("CMU_MODEL_BASE_URL", "http://127.0.0.1:9")
+    before = network.read_weight_file(out)
+    record = cmu_weights.install(out, tmp_path / "dl")
+    assert record["paf_origin"] == 0.0
+    assert json.loads((out.parent / "weights.0100.h5.json").read_text())["paf_origin"] == 0.0
+    assert network.file_conventions(out, defaults=False)["paf_origin"] == 0.0
+    after = network.read_weight_file(out)
+    assert all(np.array_equal(a, b) for k in before for a, b in zip(before[k], after[k]))
+    assert sorted(os.listdir(out.parent)) == ["weights.0100.h5", "weights.0100.h5.json"]
+    assert not (tmp_path / "dl").exists()
+    assert cmu_weights.install(out, tmp_path / "dl")["paf_origin"] == 0.0

@@ -104,11 +104,19 @@ def literal_connections(all_peaks, pafs, height, thre2, mid_num):
     return connection_all
 
 
+# CMU's Python demo's limbSeq (0-based CMU part pairs): the order people are assembled in.
+CMU_LIMB_SEQ = [(1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
+                (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
+                (2, 16), (5, 17)]
+
+
 def literal_assembly(connection_all, candidate):
-    """[slots (18 peak ids or -1), total score, part count] of every person."""
+    """[slots (18 peak ids or -1), total score, part count] of every person, limb by limb in
+    CMU's limbSeq order; connection_all is indexed by PAF limb (the demo's mapIdx)."""
     rows = []  # [slots (18 peak ids or -1), total score, part count]
-    for k, (pa, pb) in enumerate(LIMBS):
-        redundant = {int(pa), int(pb)} in ({2, 16}, {5, 17})
+    for pa, pb in CMU_LIMB_SEQ:
+        k = [tuple(int(v) for v in limb) for limb in LIMBS].index((pa, pb))
+        redundant = {pa, pb} in ({2, 16}, {5, 17})
         for id_a, id_b, score in connection_all[k]:
             found = [r for r in range(len(rows))
                      if rows[r][0][pa] == id_a or rows[r][0][pb] == id_b]
@@ -399,12 +407,13 @@ def test_assembly_rules_on_hand_made_connections():
     conns = _connections({_limb(2, 16): [(2, 5, 0.9)]})
     assert decode.assemble(peaks, conns, min_parts=2) == []
     # A chain neck-Rsho, neck-Lsho, neck-nose, nose-Reye, then Rsho-Rear and Reye-Rear with
-    # a different ear peak: the ear slot is taken by the first, the second is dropped.
+    # a different ear peak: the eye-ear limb comes first in CMU's order and takes the ear
+    # slot, the shoulder-ear connection is dropped.
     conns = _connections({_limb(1, 2): [(1, 2, 0.5)], _limb(1, 5): [(1, 3, 0.5)],
                           _limb(1, 0): [(1, 0, 0.5)], _limb(0, 14): [(0, 4, 0.5)],
                           _limb(2, 16): [(2, 5, 0.5)], _limb(14, 16): [(4, 6, 0.5)]})
     ((slots, score, count),) = decode.assemble(peaks, conns, min_parts=2)
-    assert count == 6 and slots[16] == 5
+    assert count == 6 and slots[16] == 6
     assert score == pytest.approx(6 * 1.0 + 5 * 0.5)
     # Two separate pieces joined by a connection merge when disjoint.
     conns = _connections({_limb(1, 2): [(1, 2, 0.5)], _limb(0, 14): [(0, 4, 0.5)],
@@ -412,6 +421,50 @@ def test_assembly_rules_on_hand_made_connections():
     ((slots, score, count),) = decode.assemble(peaks, conns, min_parts=2)
     assert count == 4 and [slots[p] for p in (0, 1, 2, 14)] == [0, 1, 2, 4]
     assert score == pytest.approx(4 + 0.5 + 0.5 + 0.25)
+
+
+def test_assembly_follows_cmus_limb_order():
+    """ASSEMBLY_ORDER is CMU's limbSeq, each step mapped to its own PAF limb."""
+    assert decode.ASSEMBLY_ORDER == tuple(CMU_LIMB_SEQ)
+    assert sorted(decode.ASSEMBLY_LIMBS) == list(range(len(LIMBS)))
+    for k, pair in zip(decode.ASSEMBLY_LIMBS, CMU_LIMB_SEQ):
+        assert tuple(int(v) for v in LIMBS[k]) == pair
+    # Indices into LIMBS (PAF channels 2k, 2k + 1): neck-Rsho is PAF limb 6, the shoulder-ear
+    # limbs 9 and 13 come last.
+    assert decode.ASSEMBLY_LIMBS[:2] == (6, 10) and decode.ASSEMBLY_LIMBS[-2:] == (9, 13)
+
+
+def test_ear_through_the_eye_wins_over_a_shoulder_ear_connection():
+    """Two people side by side; person B's right ear lies next to A's right shoulder and A's
+    shoulder-ear field points at it. Assembled in PAF channel order (shoulder-ear limb 9
+    before eye-ear limb 17), A takes B's ear, A's own ear is lost and B is left without one.
+    In CMU's order the eye-ear limbs give each person its own ear first and the shoulder-ear
+    connection, whose two ends then belong to two people, changes nothing."""
+    # ids: nose 0 (A), 1 (B); neck 2, 3; Rsho 4, 5; Reye 6, 7; Rear 8 (A's), 9 (B's)
+    peaks = _peaks({0: [(20, 10), (60, 10)], 1: [(20, 20), (60, 20)],
+                    2: [(10, 20), (50, 20)], 14: [(18, 8), (58, 8)],
+                    16: [(14, 9), (54, 9)]})
+    limbs = {_limb(1, 2): [(2, 4, 0.8), (3, 5, 0.8)], _limb(1, 0): [(2, 0, 0.8), (3, 1, 0.8)],
+             _limb(0, 14): [(0, 6, 0.8), (1, 7, 0.8)], _limb(14, 16): [(6, 8, 0.8), (7, 9, 0.8)]}
+    limbs[_limb(2, 16)] = [(4, 9, 0.7)]        # A's shoulder -> B's ear
+    conns = _connections(limbs)
+    people = decode.assemble(peaks, conns, min_parts=2)
+    ears = sorted((slots[1], slots[16]) for slots, _, _ in people)
+    assert ears == [(2, 8), (3, 9)]            # each neck with its own ear
+    assert all(count == 5 for _, _, count in people)
+    # The same connections assembled in PAF channel order give the wrong people.
+    original = decode.ASSEMBLY_LIMBS
+    try:
+        decode.ASSEMBLY_LIMBS = tuple(range(len(LIMBS)))
+        wrong = decode.assemble(peaks, conns, min_parts=2)
+    finally:
+        decode.ASSEMBLY_LIMBS = original
+    assert sorted((slots[1], slots[16]) for slots, _, _ in wrong) == [(2, 9), (3, -1)]
+    # The literal transcription (CMU's order) agrees with the fast assembly.
+    candidate = [(x, y, 1.0, i) for i, (x, y) in enumerate(peaks.xy.tolist())]
+    literal = literal_assembly([list(zip(*(c.tolist() for c in limb))) for limb in conns],
+                               candidate)
+    assert sorted((r[0][1], r[0][16]) for r in literal) == [(2, 8), (3, 9)]
 
 
 def test_conflicting_pieces_are_not_merged():
@@ -503,17 +556,18 @@ def test_coarse_grid_with_refinement_finds_joints_within_a_pixel(resolution):
 def test_grid_pafs_read_what_the_resampling_puts_there():
     """GridPafs at r > 1 reads the network maps at the requested pixels only; the values are
     those of to_working_grid (bilinear), scales, flips and weights included; at r = 1 it
-    holds the cubic resampling itself."""
+    holds the cubic resampling itself. Also on CMU's PAF grid (cell j at 8j), where both
+    read 3.5 / 8 cells further on (by taps at r > 1, by interpolation matrices densely)."""
     rng = np.random.default_rng(8)
     hw = (301, 397)
-    for resolution in (2, 3, 1):
+    for resolution, origin in ((2, 3.5), (3, 3.5), (1, 3.5), (2, 0.0), (1, 0.0)):
         grid = inference.GridPafs(hw, resolution)
         expected = 0.0
         for scale, flipped, weight in ((1.0, False, 0.5), (0.75, True, 0.3), (1.3, False, 0.2)):
             cells = (-(-round(hw[0] * scale) // 8), -(-round(hw[1] * scale) // 8))
             net = rng.normal(0, 1, cells + (38,)).astype(np.float32)
-            grid.add(net, scale, flipped, weight)
-            dense = inference.to_working_grid(net, hw, scale, resolution)
+            grid.add(net, scale, flipped, weight, origin=origin)
+            dense = inference.to_working_grid(net, hw, scale, resolution, origin=origin)
             expected = expected + weight * (inference.unflip_pafs(dense) if flipped else dense)
         assert grid.shape == expected.shape
         np.testing.assert_allclose(grid.dense(), expected, atol=1e-5)
@@ -523,6 +577,31 @@ def test_grid_pafs_read_what_the_resampling_puts_there():
         vx, vy = grid.sample(limbs, xs, ys)
         np.testing.assert_allclose(vx, expected[ys, xs, 2 * limbs], atol=1e-4)
         np.testing.assert_allclose(vy, expected[ys, xs, 2 * limbs + 1], atol=1e-4)
+
+
+def test_shifted_resampling_is_cv2s_resize_read_further_on():
+    """to_working_grid on CMU's PAF grid: with a zero shift its separable resampling is
+    cv2.resize (cubic and bilinear, borders included); with CMU's origin a linear ramp comes
+    back (bilinearly, which reproduces ramps exactly) 3.5 input pixels along, i.e. where the
+    targets' grid puts that value."""
+    rng = np.random.default_rng(12)
+    hw, scale = (301, 397), 0.75
+    net = rng.normal(0, 1, (-(-round(hw[0] * scale) // 8), -(-round(hw[1] * scale) // 8), 4))
+    net = net.astype(np.float32)
+    for resolution in (1, 2):
+        (h, w), (py, px) = inference.working_grid(hw, resolution)
+        ours = inference._shifted_resample(net, (h, w), (8 / (py * scale), 8 / (px * scale)),
+                                           0.0, cubic=resolution == 1)
+        np.testing.assert_allclose(ours, inference.to_working_grid(net, hw, scale, resolution),
+                                   atol=1e-4)
+    # A ramp equal to the input pixel a cell describes: on CMU's grid cell j holds 8j.
+    cells = (40, 50)
+    ramp = np.broadcast_to((8.0 * np.arange(cells[1]))[None, :, None], cells + (1,))
+    x = 2.0 * np.arange(10, 190) + 0.5          # image x of working pixels 10.. at r = 2
+    out = inference.to_working_grid(ramp.astype(np.float32), (320, 400), 1.0, 2, origin=0.0)
+    np.testing.assert_allclose(out[5, 10:190, 0], x, atol=1e-3)
+    wrong = inference.to_working_grid(ramp.astype(np.float32), (320, 400), 1.0, 2)
+    np.testing.assert_allclose(wrong[5, 10:190, 0], x - 3.5, atol=1e-3)
 
 
 def test_decoding_with_grid_pafs_equals_decoding_resampled_pafs():

@@ -90,7 +90,7 @@ def test_demo_bad_inputs(tmp_path, weights):
         f"error: video not found: {tmp_path / 'none.avi'}"
     (tmp_path / "bad.jpg").write_bytes(b"garbage")
     result = run_demo("--image", tmp_path / "bad.jpg", "--weights", weights)
-    assert result.returncode == 2 and "unreadable image" in result.stderr
+    assert result.returncode == 2 and "corrupt or truncated image" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     result = run_demo("--image", tmp_path / "bad.jpg", "--video", tmp_path / "x.avi")
     assert result.returncode == 2 and "not allowed with" in result.stderr

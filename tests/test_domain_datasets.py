@@ -1,4 +1,5 @@
-"""Domain-shifted evaluation sets: drawn only from held-out images, seeded, resumable."""
+"""Domain-shifted evaluation sets: drawn uniformly from held-out images (with and without
+people, or people only), seeded, resumable, their composition recorded."""
 import contextlib
 import io
 import json
@@ -14,7 +15,7 @@ from pycocotools.cocoeval import COCOeval
 
 from model import effects, paths
 from model.coco import held_out_val_image_ids, load_coco_annotations, train_image_ids
-from model.evalsets import eval_pool_image_ids, make_domain_datasets
+from model.evalsets import eval_pool_image_ids, has_labelled_person, make_domain_datasets
 from model.hdf5 import Hdf5Samples, generate_hdf5
 
 SCRIPT = paths.REPO_ROOT / "dataset" / "make_domain_datasets.py"
@@ -48,11 +49,14 @@ def test_sample_never_intersects_training_images(coco_root, tmp_path):
     train = load_coco_annotations(paths.annotation_file(coco_root, "train2014"))
     candidates = {i for _, i in train_image_ids(train, val)}
     assert not candidates & set(ids)
-    # the pool: held-out images with at least one labelled person
-    pool = eval_pool_image_ids(val)
-    assert set(ids) <= set(pool) and set(pool) <= set(held)
-    for image_id in pool:
-        assert any(a["num_keypoints"] > 0 and not a["iscrowd"] for a in val.anns[image_id])
+    # the pool: every held-out image; with people_only, those with a labelled person
+    assert eval_pool_image_ids(val) == held
+    people = eval_pool_image_ids(val, people_only=True)
+    assert set(people) < set(held)
+    for image_id in held:
+        labelled = any(a["num_keypoints"] > 0 and not a["iscrowd"]
+                       for a in val.anns.get(image_id, []))
+        assert (image_id in people) == labelled
 
 
 def test_every_set_holds_the_same_images_with_the_effect(coco_root):
@@ -117,7 +121,6 @@ def test_seeded_resumable_and_stale_images_removed(coco_root):
         assert names == sorted(paths.image_file_name("val2014", i) for i in other["image_ids"])
 
 
-
 def test_overwrite_rewrites_a_set_after_val2014_changed(coco_root):
     first = make_domain_datasets(coco_root, num=2, seed=5, effects=[""])
     name = paths.image_file_name("val2014", first["image_ids"][0])
@@ -172,3 +175,134 @@ def test_cli_bad_flags(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith("error: annotation file not found")
+
+
+# ----------------------------------------------------------------------------- composition
+
+# Of the 8 held-out images of the test set (the first 8 of 16 val2014 images), these two have
+# no labelled person: no annotation at all, and only people with num_keypoints = 0.
+PERSON_FREE = {2000005: "no annotation", 2000002: "only num_keypoints = 0"}
+
+
+def test_uniform_draw_keeps_person_free_images_and_records_the_composition(coco_root):
+    val = load_coco_annotations(paths.annotation_file(coco_root, "val2014"))
+    held = held_out_val_image_ids(val)
+    assert len(held) == 8
+    assert {i for i in held if not has_labelled_person(val.anns.get(i, []))} == set(PERSON_FREE)
+    assert val.anns[2000005] == [] and val.anns[2000002] and \
+        all(a["num_keypoints"] == 0 for a in val.anns[2000002])
+    for num in (7, 8):      # N images whenever N readable ones are held out
+        result = make_domain_datasets(coco_root, num=num, seed=0)
+        assert len(result["image_ids"]) == num and result["pool"] == 8
+    assert set(result["image_ids"]) == set(held)
+    assert result["without_people"] == 2 and result["people_only"] is False
+    for data_type in paths.EVAL_DATATYPES:
+        info = load(coco_root, data_type)["info"]
+        assert info["composition"] == {"pool": "held-out val2014 images", "pool_images": 8,
+                                       "people_only": False, "seed": 0, "images": 8,
+                                       "images_without_people": 2}
+        assert info["domain_set"]["people_only"] is False
+    # people only: another draw (the signature records the pool), so every set is rewritten
+    only = make_domain_datasets(coco_root, num=8, seed=0, people_only=True)
+    assert set(only["sets"].values()) == {"written"}
+    assert sorted(only["image_ids"]) == sorted(set(held) - set(PERSON_FREE))
+    assert only["without_people"] == 0 and only["pool"] == 6
+    info = load(coco_root, "val2014_random1k_dark")["info"]
+    assert info["composition"] == {"pool": "held-out val2014 images with a labelled person",
+                                   "pool_images": 6, "people_only": True, "seed": 0,
+                                   "images": 6, "images_without_people": 0}
+    names = sorted(p.name for p in paths.image_dir(coco_root, "val2014_random1k_dark").iterdir())
+    assert names == sorted(paths.image_file_name("val2014", i) for i in only["image_ids"])
+    again = make_domain_datasets(coco_root, num=8, seed=0, people_only=True)
+    assert set(again["sets"].values()) == {"kept"}
+    back = make_domain_datasets(coco_root, num=8, seed=0)
+    assert set(back["sets"].values()) == {"written"} and back["image_ids"] == result["image_ids"]
+
+
+def test_a_set_recorded_before_the_pool_was_part_of_the_draw_is_rewritten(coco_root):
+    make_domain_datasets(coco_root, num=3, seed=7, effects=[""])
+    ann_path = paths.annotation_file(coco_root, paths.EVAL_BASE)
+    data = json.loads(ann_path.read_text())
+    del data["info"]["domain_set"]["people_only"]         # as an older version wrote it
+    ann_path.write_text(json.dumps(data))
+    redone = make_domain_datasets(coco_root, num=3, seed=7, effects=[""])
+    assert redone["sets"] == {paths.EVAL_BASE: "written"}
+    assert load(coco_root, paths.EVAL_BASE)["info"]["domain_set"]["people_only"] is False
+
+
+def test_pool_leaves_out_refused_and_repeated_image_entries(tmp_path):
+    """The held-out block counts the file's entries as written (model.coco); of those, an
+    entry without a size and a repeated id are not images to draw."""
+    def image(i, **extra):
+        return dict({"id": i, "width": 64, "height": 48, "file_name": f"{i}.jpg"}, **extra)
+    kp = [10, 10, 2] * 17
+    data = {"images": [image(1), image(2, width=None), image(1), image(3), image(4), image(5)],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                             "bbox": [5, 5, 20, 20], "area": 400.0, "keypoints": kp,
+                             "num_keypoints": 17}],
+            "categories": [{"id": 1, "name": "person"}]}
+    path = tmp_path / "val.json"
+    path.write_text(json.dumps(data))
+    val = load_coco_annotations(path)
+    assert held_out_val_image_ids(val) == [1, 2, 1]             # the first half, as written
+    assert eval_pool_image_ids(val) == [1]
+    assert eval_pool_image_ids(val, people_only=True) == [1]
+    data["annotations"] = []
+    path.write_text(json.dumps(data))
+    assert eval_pool_image_ids(load_coco_annotations(path), people_only=True) == []
+
+
+def test_cli_people_only(coco_root):
+    base = [sys.executable, str(SCRIPT), "--coco_root", str(coco_root), "--num", "8",
+            "--effects", "", "--seed", "0"]
+    run = subprocess.run(base + ["--people_only", "true"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert ("sample of 6 images (seed 0) drawn only from the 6 held-out val2014 images with "
+            "people: none of them is a training image; 0 of 6 have no labelled person"
+            in run.stdout)
+    run = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert ("from the 8 held-out val2014 images with and without people" in run.stdout
+            and "2 of 8 have no labelled person" in run.stdout)
+    for bad, message in ((["--people_only", "true", "--people_only", "no"],
+                          "error: --people_only given as both true and false"),
+                         (["--people_only", "maybe"], "expected a boolean")):
+        run = subprocess.run(base + bad, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and "Traceback" not in run.stderr
+        assert message in run.stderr.strip().splitlines()[-1]
+
+
+def test_the_classifier_reads_every_image_of_a_set_with_person_free_images(coco_root):
+    """The domain classifier predicts per image, from the annotation file's image list, so
+    images without people get their probabilities like any other."""
+    from train_domain_classifier.data import load_image_refs      # torch only here
+    ids = make_domain_datasets(coco_root, num=8, seed=0, effects=["_dark"])["image_ids"]
+    refs = load_image_refs(coco_root, "val2014_random1k_dark")
+    assert [r.image_id for r in refs] == ids and set(PERSON_FREE) <= set(ids)
+
+
+def test_the_summary_says_how_the_sets_were_composed(coco_root, tmp_path):
+    from model.report import collect, sections
+    make_domain_datasets(coco_root, num=8, seed=0)
+    results = collect.collect(coco_root, tmp_path / "eval", tmp_path / "weights",
+                              tmp_path / "log", tmp_path / "domain", tmp_path / "out")
+    # without evaluation runs every image of the set counts
+    assert results.evaluation["val2014_random1k_dark"].composition == {
+        "recorded": load(coco_root, "val2014_random1k_dark")["info"]["composition"],
+        "images": 8, "without_people": 2}
+    text = "\n".join(sections.section_ap(results))
+    assert ("| dark | 8 | 2 (25.0 %) | 8 held-out val2014 images, with and without people "
+            "(seed 0) |") in text
+    assert "| the fork's sets | 1000 | about half |" in text
+    assert text.index("The fork's published numbers") < text.index("no labelled person")
+    # the evaluation's N images (the first N of the set) are what the share is of
+    first = [im["id"] for im in load(coco_root, paths.EVAL_BASE)["images"][:3]]
+    entry = collect.set_composition(coco_root, paths.EVAL_BASE, 3, [])
+    assert entry["images"] == 3
+    assert entry["without_people"] == len(set(first) & set(PERSON_FREE))
+    paths.annotation_file(coco_root, "val2014_random1k_resolution").unlink()
+    results = collect.collect(coco_root, tmp_path / "eval", tmp_path / "weights",
+                              tmp_path / "log", tmp_path / "domain", tmp_path / "out")
+    assert "| low resolution | n/a | n/a | n/a (no annotation file) |" in \
+        "\n".join(sections.section_ap(results))

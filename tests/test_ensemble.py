@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from model import ensemble as ens
+from model import ensemble as ens, predict_set
 from model import inference, network
 from model.errors import UserError
 from model.domains import EXPERT_EFFECTS
@@ -65,7 +65,7 @@ def test_fused_set_weights_each_image_by_its_own_probabilities(small_experts, tm
     monkeypatch.setattr(inference.decode, "people_to_coco",
                         lambda maps, image_id: [{"image_id": image_id, "score": 0, "maps": maps}])
     settings = inference.InferenceSettings(resolution=2)
-    records, info = inference.predict_dataset(small_experts, images, tmp_path, settings,
+    records, info = predict_set.predict_dataset(small_experts, images, tmp_path, settings,
                                               weights=weights.__getitem__, progress=False)
     assert info["image_ids"] == [1, 2, 3, 4]
     assert [runs[id(m)] for m in small_experts] == [2, 3, 2]   # zero weights are not run

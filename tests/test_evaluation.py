@@ -1,9 +1,12 @@
 """Evaluation: round trips on the synthetic val set, the pipelined prediction over a set,
-the difficult-case definitions on hand-made annotations, empty predictions and the CLI."""
+the difficult-case definitions on hand-made annotations, empty predictions, images without
+people, the CLI and the normal expert + gamma baseline."""
 import copy
 import csv
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -14,9 +17,12 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from model import decode, evaluation, inference, network, paths, synthetic, targets
+from model import (decode, domains, effects, evaluation, inference, network, paths,
+                   predict_set, synthetic, targets)
+from model import ensemble as ens
 from model import runs
 from model.errors import UserError
+from model.evalsets import has_labelled_person, make_domain_datasets
 from model.skeleton import FLIP_CMU, LIMBS, NUM_COCO, NUM_PARTS, coco_to_cmu
 
 REPO = paths.REPO_ROOT
@@ -191,14 +197,14 @@ def test_predict_dataset_end_to_end(val, decodable, synthetic_coco, settings):
     folder = paths.image_dir(synthetic_coco, "val2014")
     images = val.dataset["images"]
     net = OracleNetwork(val, folder, settings)
-    records, info = inference.predict_dataset(net, images, folder, settings, batch_size=3,
+    records, info = predict_set.predict_dataset(net, images, folder, settings, batch_size=3,
                                               progress=False)
     assert info["image_ids"] == sorted(im["id"] for im in images)
     assert info["skipped"] == []
     assert ap(decodable, records) >= 0.95
     if settings == inference.InferenceSettings():
         # Batching and pipelining change nothing: one image at a time gives the same records.
-        single, _ = inference.predict_dataset(net, images, folder, settings, batch_size=1,
+        single, _ = predict_set.predict_dataset(net, images, folder, settings, batch_size=1,
                                               progress=False)
         assert single == records
         # Batches hold equal-sized inputs only, so there are more calls than 16 / 3.
@@ -216,7 +222,7 @@ def test_unreadable_and_missing_images_are_skipped_and_counted(val, synthetic_co
     net = OracleNetwork(evaluation.coco_from_dataset(
         dict(val.dataset, images=images[:2])), folder, inference.InferenceSettings())
     checkpoints = []
-    records, info = inference.predict_dataset(
+    records, info = predict_set.predict_dataset(
         net, images, folder, progress=False, checkpoint=lambda r, i, s: checkpoints.append(i),
         checkpoint_every=1)
     assert info["image_ids"] == sorted(im["id"] for im in images[:2])
@@ -508,3 +514,187 @@ def test_prediction_with_a_random_network(eval_root, tmp_path):
     metrics = runs.read_metrics(run_dir / runs.METRICS_CSV)
     assert metrics[("all", "AP")] == 0 and metrics[("all", "prediction_seconds")] > 1.0
     assert not (run_dir / "partial_results.json").exists()
+
+
+# ----------------------------------------------------------------------------- person-free images
+
+def test_a_detection_on_a_person_free_image_lowers_ap():
+    """COCOeval on exactly the evaluated images: an image without people is scored too, so
+    a detection there is a false positive (docs/recipe.md section 11). One person found
+    exactly (score 0.5): AP 1. A detection of score 0.9 on an empty image ranks first, so
+    precision is 1/2 at every recall: AP 0.5. Below the true one (score 0.1) it costs
+    nothing (interpolated precision). An image whose only person is unlabelled
+    (num_keypoints = 0, ignored) counts like an empty one for a detection away from it."""
+    ignored = dict(person({}, bbox=[300, 300, 40, 80], image_id=3, ann_id=2),
+                   num_keypoints=0)
+    coco = evaluation.coco_from_dataset(dataset([person(BODY), ignored], image_ids=(1, 2, 3)))
+    found = detection(BODY, score=0.5)
+    far = {j: (x + 150, y) for j, (x, y) in BODY.items()}
+    assert ap(coco, [found], [1]) == pytest.approx(1.0)
+    assert ap(coco, [found], [1, 2, 3]) == pytest.approx(1.0)   # nothing detected there
+    assert ap(coco, [found, detection(BODY, image_id=2, score=0.9)], [1, 2]) == \
+        pytest.approx(0.5)
+    assert ap(coco, [found, detection(far, image_id=3, score=0.9)], [1, 3]) == \
+        pytest.approx(0.5)
+    assert ap(coco, [found, detection(BODY, image_id=2, score=0.1)], [1, 2]) == \
+        pytest.approx(1.0)
+    # the same detection outside the evaluated images changes nothing
+    assert ap(coco, [found, detection(BODY, image_id=2, score=0.9)], [1]) == \
+        pytest.approx(1.0)
+    rows = dict(((s, m), v) for s, m, v in evaluation.breakdown(
+        coco, [found, detection(BODY, image_id=2, score=0.9)], [1, 2, 3]))
+    assert rows[("all", "AP")] == pytest.approx(0.5) and rows[("all", "num_images")] == 3
+    assert rows[("all", evaluation.PCK_NAME)] == pytest.approx(1.0)   # PCK counts people
+
+
+def test_ensembles_on_a_set_with_person_free_images(synthetic_coco, tmp_path):
+    """The sets drawn with person-free images (model.evalsets): routing sends such an image
+    to an expert with a false positive there and pays for it in AP; the oracle picks an
+    expert that found nobody there."""
+    root = tmp_path / "coco"
+    shutil.copytree(synthetic_coco, root)
+    data_type = "val2014_random1k"
+    ids = make_domain_datasets(root, num=8, seed=0, effects=[""])["image_ids"]
+    gt = evaluation.load_annotations(paths.annotation_file(root, data_type))
+    empty = [i for i in ids if not has_labelled_person(gt.imgToAnns.get(i, []))]
+    assert len(empty) == 2
+    exact = [r for r in map(detection_of, gt.dataset["annotations"]) if r is not None]
+    off = [detection_of(a, dx=3) for a in gt.dataset["annotations"] if detection_of(a)]
+    spurious = [dict(r, image_id=i) for r, i in zip(exact[:2], empty)]
+    # the dark expert is exact on people but has a false positive on both person-free
+    # images; the normal one is 3 px off and finds nobody there; the motion-blur one is
+    # 3 px off with a false positive on the first
+    experts = {"": off, "_dark": exact + spurious, "_motion_blur": off + spurious[:1]}
+    layout = runs.RunLayout(tmp_path / "results")
+    for effect, records in experts.items():
+        out = layout.results_file(data_type, effect, len(ids))
+        out.parent.mkdir(parents=True)
+        out.write_text(json.dumps(records))
+    domain = tmp_path / "domain.json"    # the classifier finds every image dark
+    domain.write_text(json.dumps([{"image_id": i, "effect_prob": [0.1, 0.8, 0.1]}
+                                  for i in ids]))
+    report = ens.run("route", data_type, layout.results_dir, root, domain, len(ids))
+    ap_of = {row["model"]: row["AP"] for row in report["comparison"]}
+    assert ap_of["oracle"] == pytest.approx(1.0)
+    assert ap_of["route"] == pytest.approx(ap_of["dark"]) and ap_of["dark"] < 1.0
+    assert ap(gt, exact, ids) == pytest.approx(1.0)    # the false positives cost the AP
+    assert report["routed_images"] == {"normal": 0, "dark": 8, "motion_blur": 0}
+    assert report["oracle_images"] == {"normal": 2, "dark": 6, "motion_blur": 0}
+    assert report["route_agrees_with_oracle"] == pytest.approx(6 / 8)
+    oracle = json.loads((layout.folder(data_type, "_ensemble", 8) / runs.ORACLE_JSON)
+                        .read_text())
+    assert not {r["image_id"] for r in oracle} & set(empty)
+
+
+def detection_of(ann, dx=0.0):
+    """A detection at a labelled, non-crowd person, dx pixels to the right (None for any
+    other annotation)."""
+    if ann.get("iscrowd") or ann.get("num_keypoints", 0) == 0:
+        return None
+    kp = np.asarray(ann["keypoints"], np.float64).reshape(NUM_COCO, 3)
+    labelled = kp[:, 2] > 0
+    kp[labelled, 0] += dx
+    kp[:, 2] = labelled
+    return {"image_id": ann["image_id"], "category_id": 1, "keypoints": kp.ravel().tolist(),
+            "score": 1.0}
+
+
+# ----------------------------------------------------------------------------- gamma baseline
+
+class RecordingNetwork:
+    """Stands in for the loaded network: keeps every input batch, returns empty maps."""
+
+    def __init__(self):
+        self.inputs = []
+
+    def __call__(self, batch, training=False):
+        batch = np.asarray(batch)
+        self.inputs.extend(batch)
+        grid = (batch.shape[0], -(-batch.shape[1] // 8), -(-batch.shape[2] // 8))
+        return np.zeros(grid + (38,), np.float32), np.zeros(grid + (19,), np.float32)
+
+
+@pytest.fixture(scope="module")
+def dark_root(synthetic_coco, tmp_path_factory):
+    """A val2014_random1k_dark layout of 3 darkened synthetic val images."""
+    root = tmp_path_factory.mktemp("dark_root")
+    data = json.loads(paths.annotation_file(synthetic_coco, "val2014").read_text())
+    data["images"] = data["images"][:3]
+    folder = paths.image_dir(root, "val2014_random1k_dark")
+    folder.mkdir(parents=True)
+    for im in data["images"]:
+        image = cv2.imread(str(paths.image_dir(synthetic_coco, "val2014") / im["file_name"]))
+        cv2.imwrite(str(folder / im["file_name"]), effects.darken(image))
+    paths.annotation_file(root, "val2014_random1k_dark").parent.mkdir()
+    paths.annotation_file(root, "val2014_random1k_dark").write_text(json.dumps(data))
+    return root
+
+
+def eval_script_module():
+    spec = importlib.util.spec_from_file_location("eval_single_scale", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_normal_gamma_runs_the_normal_weights_on_corrected_images(dark_root, tmp_path,
+                                                                  monkeypatch):
+    weights_dir = tmp_path / "weights"          # stands for training/weights (normal expert)
+    weights_dir.mkdir()
+    network.save_weights(network.build_pose_model("small", vgg19=None, seed=0),
+                         weights_dir / "weights.0002.h5")
+    monkeypatch.setattr(paths, "expert_weights_dir", lambda effect: tmp_path / f"weights{effect}")
+    net = RecordingNetwork()
+    monkeypatch.setattr(network, "load_pose_model", lambda *a, **k: net)
+    results = tmp_path / "results"
+    eval_script_module().main(["--effect", "_normal_gamma", "--coco_root", str(dark_root),
+                               "--coco_dataType", "val2014_random1k_dark", "--config", "small",
+                               "--results_dir", str(results), "--batch_size", "1"])
+    run_dir = runs.RunLayout(results).folder("val2014_random1k_dark", "_normal_gamma", 3)
+    assert run_dir.name == "val2014_random1k_dark-normal_gamma-epoch100-open-pose-single-scale-3"
+    run = json.loads((run_dir / runs.RUN_JSON).read_text())
+    assert run["weights"] == str(weights_dir / "weights.0002.h5")
+    correction = run["correction"]
+    assert correction["target"] == effects.GAMMA_TARGET and correction["images_corrected"] == 3
+    assert correction["unchanged"] == 0 and 0.25 < correction["gamma_max"] < 1
+    assert runs.read_metrics(run_dir / runs.METRICS_CSV)[("all", "num_images")] == 3
+    # what the network saw: each image read, gamma-corrected, then prepared as usual
+    settings = inference.InferenceSettings((1.5,), scale_mode="boxsize", boxsize=184)
+    folder = paths.image_dir(dark_root, "val2014_random1k_dark")
+    seen = [x.tobytes() for x in net.inputs]
+    gammas = []
+    for name in sorted(p.name for p in folder.iterdir()):
+        image = cv2.imread(str(folder / name))
+        corrected, gamma = effects.gamma_correct(image)
+        gammas.append(gamma)
+        (_, _, expected), = inference.network_inputs(corrected, settings)
+        (_, _, plain), = inference.network_inputs(image, settings)
+        assert expected.tobytes() in seen and plain.tobytes() not in seen
+    assert len(seen) == 3
+    assert correction["gamma_min"] == pytest.approx(min(gammas), abs=1e-4)
+    assert correction["gamma_mean"] == pytest.approx(np.mean(gammas), abs=1e-4)
+
+
+def test_gamma_target_flag(dark_root, tmp_path):
+    base = ["--coco_root", dark_root, "--results_dir", tmp_path, "--coco_dataType",
+            "val2014_random1k_dark"]
+    assert "--gamma_target is for --effect _normal_gamma only" in one_line_error(
+        run_script(*base, "--effect", "_dark", "--gamma_target", "0.5"))
+    assert "--gamma_target must be between 0 and 1, got 1.5" in one_line_error(
+        run_script(*base, "--effect", "_normal_gamma", "--gamma_target", "1.5"))
+    assert "weight file not found: /nonexistent/m.h5" in one_line_error(
+        run_script(*base, "--effect", "_mixed", "--weights", "/nonexistent/m.h5"))
+
+
+def test_baselines_weight_folders(tmp_path, monkeypatch):
+    """The generalist has its own folder (training/weights_mixed); the gamma baseline runs
+    the normal expert's (training/weights)."""
+    assert domains.weights_effect(domains.NORMAL_GAMMA) == domains.NORMAL
+    assert domains.weights_effect(domains.MIXED) == domains.MIXED
+    assert paths.expert_weights_dir(domains.MIXED) == REPO / "training" / "weights_mixed"
+    monkeypatch.setattr(paths, "expert_weights_dir", lambda effect: tmp_path / f"w{effect}")
+    with pytest.raises(UserError, match="no weights for the mixed expert") as err:
+        network.find_weights(domains.weights_effect(domains.MIXED))
+    assert str(tmp_path / "w_mixed" / "weights.0100.h5") in str(err.value)
+    assert set(domains.BASELINES) <= set(domains.EVAL_MODELS)
+    assert domains.EVAL_MODELS[-2:] == domains.BASELINES

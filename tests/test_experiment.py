@@ -16,14 +16,15 @@ from model.runs import METRICS_CSV, RESULTS_JSON, read_metrics, run_folder
 
 TINY = ["--num_train", "16", "--num_val", "16", "--pose_epochs", "1", "--finetune_epochs", "1",
         "--pose_steps", "2", "--pose_batch", "4", "--classifier_epochs", "1",
-        "--classifier_milestones", "1", "--classifier_input_size", "32"]
+        "--classifier_milestones", "1", "--classifier_input_size", "32",
+        "--robustness_images", "2"]
 
 
 # The repository's own output places, which --output_root must leave alone (of dataset/,
 # which holds scripts too, only the HDF5 files and the COCO folder).
 REPO_OUTPUTS = [paths.DEFAULT_COCO_ROOT, paths.RESULTS_DIR, paths.EVAL_RESULTS_DIR,
                 paths.DOMAIN_LOG_DIR, paths.DOMAIN_RESULTS_DIR,
-                *(paths.expert_weights_dir(e) for e in domains.EXPERT_EFFECTS)]
+                *(paths.expert_weights_dir(e) for e in (domains.BASE,) + domains.TRAINED_MODELS)]
 
 
 def repo_state():
@@ -56,8 +57,8 @@ def test_the_runner_writes_every_output_and_resumes(tmp_path):
     coco = out / "COCO"
     assert repo_state() == before          # nothing under the repository changed
     assert "step 'synthetic_coco'" not in log            # no failure line
-    for effect in domains.EXPERT_EFFECTS:
-        assert (out / f"weights{effect}" / "weights.0001.h5").is_file()
+    for model in (domains.BASE,) + domains.TRAINED_MODELS:
+        assert (out / f"weights{model}" / "weights.0001.h5").is_file()
     for data_type in paths.EVAL_DATATYPES:
         num = len(json.loads(paths.annotation_file(coco, data_type).read_text())["images"])
         assert num > 0
@@ -71,6 +72,9 @@ def test_the_runner_writes_every_output_and_resumes(tmp_path):
         stem = f"{data_type}-three-model-epoch100-open-pose-single-scale-{num}"
         assert (out / "eval_results" / f"{stem}.csv").read_text().count("\n") >= 20  # 19 limbs
         json.loads((out / "eval_results" / f"{stem}-quality.json").read_text())
+    sweep = json.loads((out / "eval_results" / "robustness-val2014_random1k-2" /
+                        "robustness.json").read_text())
+    assert sweep["num_images"] == 2
     summary = (out / "results" / "summary.md").read_text()
     assert "## Keypoint AP" in summary and "## Checks" in summary
     data = json.loads((out / "results" / "summary.json").read_text())
@@ -205,4 +209,36 @@ def test_the_demo_trains_the_classifier_with_the_small_recipe(tmp_path, run_expe
                        "--seed", "0", "--log_dir", str(tmp_path / "out" / "classifier_log"),
                        "--input_mode", "crop", "--val_fraction", "0.2", "--keep_last", "2"]
     assert [s.name for s in steps.expert_steps(a, d)] == \
-        ["train_expert_normal", "train_expert_dark", "train_expert_motion_blur"]
+        ["train_base", "train_normal", "train_dark", "train_motion_blur", "train_mixed"]
+
+
+def test_a_watched_step_is_watched_while_it_runs(tmp_path):
+    from model.experiment import run_watched
+    seen = []
+    code = "import time; time.sleep(0.5)"
+    assert run_watched([sys.executable, "-c", code], seen.append, every=0.1) == 0
+    assert len(seen) >= 2 and seen == sorted(seen) and seen[0] > 0
+    assert run_watched([sys.executable, "-c", "import sys; sys.exit(3)"]) == 3
+
+
+def test_the_first_epoch_gives_an_estimate_of_the_remaining_time(tmp_path, caplog,
+                                                                 run_experiment_script):
+    a = run_experiment_script.parse_args(["--output_root", str(tmp_path / "out"),
+                                          "--pose_epochs", "6", "--finetune_epochs", "2"])
+    d = steps.output_dirs(a)
+    log_csv = d["weights"](domains.BASE) / "log.csv"
+    log_csv.parent.mkdir(parents=True)
+    log_csv.write_text("epoch,iteration\n")
+    estimate = steps.RemainingTime(a, d)
+    assert estimate.epochs == 6 + 4 * 2
+    with caplog.at_level("INFO", logger="run_experiment"):
+        estimate(30.0)                       # no epoch finished yet: nothing
+        assert not caplog.records
+        log_csv.write_text("epoch,iteration\n1,118\n")
+        estimate(60.0)
+        estimate(61.0)                       # said once
+    (record,) = caplog.records
+    after = steps.RemainingTime.REFERENCE_AFTER_TRAINING_S * 60 / \
+        steps.RemainingTime.REFERENCE_EPOCH_S
+    assert f"about {60 * 13 / 60:.0f} min of training left (13 epochs)" in record.message
+    assert f"about {(60 * 13 + after) / 60:.0f} min in all" in record.message

@@ -212,6 +212,42 @@ def test_round_trip_every_sample_decodes_to_its_source(hand_made):
                 assert s.joints.dtype == np.float32 and s.objpos.dtype == np.float32
 
 
+def test_reduced_read_is_the_stored_image_at_a_fraction_of_its_size(hand_made):
+    """JPEG data decodes at 1/2, 1/4, 1/8 (ceil of each side), near the full decode averaged
+    over f x f blocks; PNG data and grayscale JPEGs keep working (PNG at full size); the
+    mask, joints and placement stay at the stored size."""
+    root, out, _ = hand_made
+    seen = collections.Counter()
+    for split in ("train", "val"):
+        with Hdf5Samples(paths.hdf5_file(out, split)) as ds:
+            for i in range(len(ds)):
+                full = ds[i]
+                objpos, scale = ds.placement(i)
+                np.testing.assert_array_equal(objpos, full.objpos)
+                assert scale == full.scale_provided and full.reduction == 1
+                png = ds.image_ids[i] == 503
+                h, w = full.image.shape[:2]
+                for f in (2, 4, 8):
+                    s = ds.read(i, f)
+                    np.testing.assert_array_equal(s.mask_miss, full.mask_miss)
+                    np.testing.assert_array_equal(s.joints, full.joints)
+                    if png:
+                        assert s.reduction == 1
+                        np.testing.assert_array_equal(s.image, full.image)
+                        continue
+                    assert s.reduction == f and s.image.shape == (-(-h // f), -(-w // f), 3)
+                    hf, wf = h // f, w // f       # whole blocks only: the last may be partial
+                    blocks = full.image[:hf * f, :wf * f].reshape(hf, f, wf, f, 3).mean((1, 3))
+                    assert np.abs(s.image[:hf, :wf] - blocks).mean() < 1.5
+                    seen[f] += 1
+    assert seen == {2: 7, 4: 7, 8: 7}                 # 7 JPEG samples, one of them gray
+    for data in (b"\xff\xd8 not a JPEG after all", b"no image"):
+        assert hdf5.decode_reduced(np.frombuffer(data, np.uint8), 2)[0] is None
+    with Hdf5Samples(paths.hdf5_file(out, "val")) as ds:
+        with pytest.raises(IndexError):
+            ds.placement(len(ds))
+
+
 def test_split_contents_and_skip_summary(hand_made):
     root, out, reports = hand_made
     with Hdf5Samples(paths.hdf5_file(out, "val")) as val:

@@ -390,3 +390,159 @@ def test_vgg19_lookup_and_missing_file_warning(tmp_path, monkeypatch, fake_vgg19
     assert "keep the random init" in caplog.text
     with pytest.raises(UserError, match="conv1_1"):
         network.init_vgg19(model, path)
+
+
+# ------------------------------------------------------------ conv1_1's parametrisation
+
+def test_plain_and_folded_compute_the_same_for_converted_weights(tmp_path, small_models):
+    """plain (input x - 128, kernel k) and folded (input x/256 - 0.5, kernel 256 k) are one
+    function: a folded file loads into a plain model converted, and back."""
+    _, folded = small_models
+    plain = network.build_pose_model("small", vgg19=None, seed=5, input_norm="plain")
+    assert (network.model_input_norm(folded), network.model_input_norm(plain)) == \
+        ("folded", "plain")
+    grey = np.asarray(plain.get_layer("normalise")(np.array([[[[0.0, 128.0, 255.0]]]],
+                                                            np.float32)))
+    np.testing.assert_allclose(grey.ravel(), [-128.0, 0.0, 127.0])
+    path = network.save_weights(folded, tmp_path / "folded.h5")
+    network.load_weights(plain, path)
+    kernel, bias = folded.get_layer("conv1_1").get_weights()
+    np.testing.assert_array_equal(plain.get_layer("conv1_1").get_weights()[0] * 256, kernel)
+    np.testing.assert_array_equal(plain.get_layer("conv1_1").get_weights()[1], bias)
+    np.testing.assert_array_equal(plain.get_layer("conv2_1").get_weights()[0],
+                                  folded.get_layer("conv2_1").get_weights()[0])
+    image = image_batch(2, 40, 56, seed=3)
+    for a, b in zip(plain(image), folded(image)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    back = network.build_pose_model("small", vgg19=None, seed=6)
+    network.load_weights(back, network.save_weights(plain, tmp_path / "plain.weights.h5"))
+    np.testing.assert_array_equal(back.get_layer("conv1_1").get_weights()[0], kernel)
+    # A random initialisation is the folded one converted: the same seed, the same maps.
+    fresh = network.build_pose_model("small", vgg19=None, seed=1, input_norm="plain")
+    np.testing.assert_array_equal(fresh.get_layer("conv1_1").get_weights()[0] * 256, kernel)
+
+
+def test_an_sgd_step_moves_plain_conv1_1_256_squared_times_more():
+    """Same function, conv1_1's kernel 256x smaller in plain: its gradient is 256x larger, so
+    the same SGD step changes it 256^2 times more relative to its size."""
+    import tensorflow as tf
+
+    from model.batchnorm import he_init
+    folded = network.build_pose_model("small", vgg19=None, seed=2)
+    he_init(folded, "small", 0)          # maps far from zero, so are the gradients
+    plain = network.build_pose_model("small", vgg19=None, input_norm="plain")
+    plain.set_weights(folded.get_weights())
+    conv = plain.get_layer("conv1_1")
+    conv.set_weights([conv.get_weights()[0] / 256, conv.get_weights()[1]])
+    image = image_batch(1, 32, 32, seed=4)
+    grads = []
+    for model in (folded, plain):
+        with tf.GradientTape() as tape:
+            loss = sum(tf.reduce_sum(o ** 2) for o in model(image))
+        grads.append(tape.gradient(loss, model.get_layer("conv1_1").kernel).numpy())
+    assert np.abs(grads[0]).max() > 0
+    np.testing.assert_allclose(grads[1], 256 * grads[0], rtol=1e-3,
+                               atol=1e-4 * np.abs(grads[1]).max())
+    kernels = [m.get_layer("conv1_1").get_weights()[0] for m in (folded, plain)]
+    ratio = (np.linalg.norm(grads[1]) / np.linalg.norm(kernels[1])) / \
+        (np.linalg.norm(grads[0]) / np.linalg.norm(kernels[0]))
+    assert ratio == pytest.approx(256 ** 2, rel=1e-3)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".weights.h5"])
+def test_plain_model_saves_and_loads_with_its_flag(tmp_path, suffix):
+    plain = network.build_pose_model("small", vgg19=None, seed=7, input_norm="plain")
+    path = network.save_weights(plain, tmp_path / f"weights.0001{suffix}")
+    assert network.file_conventions(path) == {"input_norm": "plain", "paf_origin": 3.5}
+    loaded = network.load_pose_model("small", path)
+    assert network.model_input_norm(loaded) == "plain"
+    assert_same_weights(plain, loaded)
+    image = image_batch(1, 24, 32, seed=5)
+    np.testing.assert_array_equal(np.asarray(plain(image)[1]), np.asarray(loaded(image)[1]))
+
+
+def test_weight_files_record_the_paf_grid_and_default_to_the_targets(tmp_path):
+    model = network.build_pose_model("small", vgg19=None, seed=8)
+    model.paf_origin = network.CMU_PAF_ORIGIN
+    path = network.save_weights(model, tmp_path / "cmu.h5")
+    assert network.file_conventions(path)["paf_origin"] == 0.0
+    assert network.load_pose_model("small", path).paf_origin == 0.0
+    bare = tmp_path / "bare.h5"                       # a reproduction's file: no attributes
+    write_keras2_file(bare, all_weights(model))
+    assert network.file_conventions(bare, defaults=False) == {"input_norm": None,
+                                                              "paf_origin": None}
+    assert network.file_conventions(bare) == {"input_norm": "folded", "paf_origin": 3.5}
+    assert network.load_pose_model("small", bare).paf_origin == 3.5
+    with h5py.File(bare, "a") as f:
+        f.attrs["input_norm"] = "sideways"
+    with pytest.raises(UserError, match="unknown input_norm"):
+        network.file_conventions(bare)
+
+
+def test_vgg19_plain_conv1_1_keeps_vggs_kernel(fake_vgg19):
+    """plain: conv1_1 takes VGG's kernel unscaled (CMU's scale) and still computes VGG's
+    response on the image; folded holds 256x that kernel with the same bias."""
+    path, arrays = fake_vgg19
+    backbone = network.PoseConfig("backbone_only", num_stages=1)    # width 1: VGG's shapes
+    models = {norm: network.build_pose_model(backbone, vgg19=path, input_norm=norm)
+              for norm in network.INPUT_NORMS}
+    kernel, bias = arrays["block1_conv1"]
+    plain_w = models["plain"].get_layer("conv1_1").get_weights()
+    np.testing.assert_array_equal(plain_w[0], kernel)
+    folded_w = models["folded"].get_layer("conv1_1").get_weights()
+    np.testing.assert_array_equal(folded_w[0], kernel * 256)
+    np.testing.assert_array_equal(folded_w[1], plain_w[1])
+    image = image_batch(1, 12, 14, seed=8)
+    vgg = np.asarray(keras.ops.relu(keras.ops.conv(image - network.VGG19_MEAN_BGR, kernel,
+                                                   padding="same") + bias))
+    for model in models.values():
+        ours = np.asarray(model.get_layer("conv1_1")(model.get_layer("normalise")(image)))
+        np.testing.assert_allclose(ours[:, 1:-1, 1:-1], vgg[:, 1:-1, 1:-1], rtol=1e-4, atol=1e-3)
+
+
+def test_training_takes_the_input_norm_into_every_file(tmp_path):
+    """--input_norm: the flag, the run's check, the batch-norm training model, its folded
+    weight file, and a warm start from a state file of the other parametrisation."""
+    from types import SimpleNamespace
+
+    from model import batchnorm, state, trainer
+    from model.train_cli import build_parser, config_from_args
+    from model.train_config import TrainConfig, check_inputs
+    assert config_from_args(build_parser().parse_args(["--input_norm", "plain"])).input_norm \
+        == "plain"
+    assert config_from_args(build_parser().parse_args([])).input_norm == "folded"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--input_norm", "sideways"])
+    with pytest.raises(UserError, match="unknown input_norm"):       # before any file is read
+        check_inputs(TrainConfig(input_norm="sideways"))
+    plan = SimpleNamespace(network=network.get_config("small"), batch_norm=True, init="he")
+    training, export = trainer.build_models(plan, 0, None, False, "plain")
+    assert export is None and network.model_input_norm(training) == "plain"
+    image = image_batch(2, 184, 184, seed=9)
+    ones = np.ones((2, 23, 23, 1), np.float32)
+    # He's draw, made for the folded form, starts both forms from the same function.
+    for batch_norm in (True, False):
+        plan = SimpleNamespace(network=network.get_config("small"), batch_norm=batch_norm,
+                               init="he")
+        pair = [trainer.build_models(plan, 0, None, False, norm)[0] for norm in ("folded",
+                                                                                  "plain")]
+        a, b = (np.asarray(m({"image": image, "mask": ones}, training=True)[-1]) for m in pair)
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4 * np.abs(a).max())
+        if batch_norm:
+            training = pair[1]
+    plain = network.build_pose_model("small", vgg19=None, input_norm="plain")
+    batchnorm.fold_batch_norm(training, plain, "small")
+    path = network.save_weights(plain, tmp_path / "weights.0001.h5")
+    assert network.file_conventions(path)["input_norm"] == "plain"
+    expected = np.asarray(training({"image": image, "mask": ones}, training=False)[-1])
+    np.testing.assert_allclose(np.asarray(network.load_pose_model("small", path)(image)[1]),
+                               expected, rtol=1e-3, atol=1e-4)
+    # A folded run's state file warm-starts the plain model with conv1_1 converted.
+    folded_bn = batchnorm.build_bn_training_model("small", seed=1)
+    optimizer = keras.optimizers.SGD()
+    optimizer.build(folded_bn.trainable_variables)
+    state_path = state.save_state(tmp_path / "train_state.h5", folded_bn, optimizer,
+                                  state.TrainState(signature={"input_norm": "folded"}))
+    trainer.initial_weights(training, state_path)
+    np.testing.assert_array_equal(training.get_layer("conv1_1").get_weights()[0] * 256,
+                                  folded_bn.get_layer("conv1_1").get_weights()[0])

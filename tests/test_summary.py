@@ -207,7 +207,8 @@ def test_full_scene_ap_tables(full):
     for row, effect in zip(ours, domains.TEST_EFFECTS):
         t = paths.EVAL_BASE + effect
         for col, model in enumerate(domains.EVAL_MODELS):
-            if (effect, model) == ("_resolution", "_ensemble_fuse"):
+            if (effect, model) == ("_resolution", "_ensemble_fuse") or \
+                    model in domains.BASELINES:          # the scene has no baseline runs
                 assert ours[row][col] == "n/a"
             else:
                 assert ours[row][col] == f"{metric(scene['eval_dir'], t, model, 'all', 'AP'):.3f}"
@@ -216,8 +217,8 @@ def test_full_scene_ap_tables(full):
     assert ours["motion blur"][3] == ours["motion blur"][2]
     assert "low resolution: fused ensemble" in text      # the n/a is explained
     fork = table(text, "## Keypoint AP (COCO, single scale)", "The fork's published")
-    assert fork["normal"] == ["0.509", "0.387", "0.094", "0.509", "n/a"]
-    assert fork["low resolution"] == ["0.335", "0.224", "0.053", "0.335", "n/a"]
+    assert fork["normal"] == ["0.509", "0.387", "0.094", "0.509", "n/a", "n/a", "n/a"]
+    assert fork["low resolution"] == ["0.335", "0.224", "0.053", "0.335", "n/a", "n/a", "n/a"]
 
 
 def test_full_scene_difficult_cases_and_uncertainty(full):
@@ -236,22 +237,31 @@ def test_full_scene_difficult_cases_and_uncertainty(full):
     q = json.loads((RunLayout(scene["eval_dir"]).uncertainty_stem(BLUR, N).parent /
                     f"{BLUR}-three-model-epoch100-open-pose-single-scale-{N}-quality.json")
                    .read_text())
-    cells = next(r for r in table_rows(text, "## Uncertainty quality")
+    # detection level: the judged model's cases and AUROC, as the analysis wrote them
+    d, c = q["detection"]["models"]["ensemble"], q["counts"]
+    assert table(text, "## Uncertainty quality")["motion blur"] == [
+        str(c["people"]), f"{c['flagged']} ({c['flagged'] / c['people']:.0%})", "ensemble",
+        str(d["correct"]), str(d["false_positives"]), str(d["misses"])] + [
+        "n/a" if d["auroc"][m] is None else f"{d['auroc'][m]:.3f}" for m in MEASURES]
+    # pose level: 9 people per set (fewer than 10), so every statistic is n/a, with the count
+    corr = q["pose"]["correlation"]["translational"]["ensemble"]
+    assert corr["n"] == 9 and corr["spearman_r"] is None
+    cells = next(r for r in table_rows(text, "## Uncertainty quality", "**Pose level.**")
                  if r[:2] == ["motion blur", "translational"])
-    corr = q["correlation"]["translational"]["ensemble"]
-    assert cells[2] == str(corr["n"]) and cells[3] == "ensemble"
-    assert cells[4] == f"{corr['spearman_r']:.3f}" and cells[5] == f"{corr['spearman_p']:.2g}"
-    assert cells[7] == f"{q['ause']['translational']['ensemble']:.3f}"
+    assert cells[2:] == ["9", "ensemble"] + ["n/a"] * 5
     rc = {r["rejected_fraction"]: r for r in q["risk_coverage"]
           if r["measure"] == "translational" and r["model"] == "ensemble"}
-    assert cells[9] == f"{rc[0.2]['ap_kept_people']:.3f}" and cells[10] == f"{rc[0.2]['ap']:.3f}"
+    cells = next(r for r in table_rows(text, "## Uncertainty quality", "**Risk-coverage**")
+                 if r[:2] == ["motion blur", "translational"])
+    assert cells[2:] == ["ensemble", f"{rc[0.0]['ap']:.3f}", f"{rc[0.2]['ap_kept_people']:.3f}",
+                         f"{rc[0.2]['ap']:.3f}"]
 
 
 def test_full_scene_checks(full):
     scene, text = full
     q = json.loads(RunLayout(scene["eval_dir"]).uncertainty_file(BLUR, N, "-quality.json")
                    .read_text())
-    corr = q["correlation"]["translational"]["ensemble"]
+    corr = q["pose"]["correlation"]["translational"]["ensemble"]
     checks = {c["name"]: c for c in json.loads(
         (scene["out_dir"] / "summary.json").read_text())["checks"]}
     normal_ap = metric(scene["eval_dir"], NORMAL, "", "all", "AP")
@@ -263,8 +273,10 @@ def test_full_scene_checks(full):
     assert checks["domain classifier validation accuracy >= 98%"]["measured"].startswith(
         "99.50% (validate.py, 600 samples)")
     spearman = next(v for k, v in checks.items() if k.startswith("translational"))
-    expected = corr["spearman_r"] > 0 and corr["spearman_p"] < 0.01
-    assert spearman["status"] == ("PASS" if expected else "FAIL")
+    # 9 people per set reach the pose level: n/a on every domain, never a PASS by default
+    assert corr["n"] == 9 and spearman["status"] == "n/a"
+    assert spearman["measured"] == "error of ensemble; " + every_domain(
+        "n/a (9 people, fewer than 10)")
 
 
 def test_full_scene_classifier_training_and_figures(full):
@@ -291,10 +303,11 @@ def test_full_scene_classifier_training_and_figures(full):
     assert "Seed: **3**" in text and "domain classifier 7" in text
 
     for name in ("ap_table.png", "training_experts.png", "training_classifier.png",
-                 "sparsification_translational.png", "sparsification_rotational.png",
                  "examples.png"):
         assert is_png(scene["out_dir"] / name), name
         assert f"({name})" in text
+    # the pose level has fewer than 10 people per set here: no sparsification curves
+    assert not list(scene["out_dir"].glob("sparsification_*.png"))
     assert "## Notes" not in text
     assert not list(scene["out_dir"].glob(".*tmp"))
 
@@ -307,27 +320,45 @@ def fake_run(eval_dir, t, effect, ap, n=N):
                               for name in evaluation.STAT_NAMES])
 
 
-def fake_quality(eval_dir, t, rho, p, model="ensemble"):
-    """A quality.json with model.report.uncertainty.analyse's keys."""
-    corr = {"n": 40, "pearson_r": rho, "pearson_p": p, "spearman_r": rho, "spearman_p": p}
-    if rho is None:
+def quality_dict(rho, p, model="ensemble", n=40):
+    """A quality.json's content with model.report.uncertainty.analyse's keys: pose level
+    rho/p over n people (n/a below 10, as the analysis writes it), a detection level of 50
+    people (6 found by one expert) and risk-coverage."""
+    corr = {"n": n, "pearson_r": rho, "pearson_p": p, "spearman_r": rho, "spearman_p": p}
+    if n < 10:
+        corr.update(pearson_r=None, pearson_p=None, spearman_r=None, spearman_p=None,
+                    note=f"n/a: {n} people (fewer than 10)")
+    elif rho is None:
         corr["note"] = "constant error: correlation undefined"
-    stem = RunLayout(eval_dir).uncertainty_stem(t, N)
-    files.write_json(stem.with_name(stem.name + "-quality.json"), {
-        "counts": {"people": 40},
-        "correlation": {m: {model: corr} for m in MEASURES},
-        "ause": {m: {model: 0.05} for m in MEASURES},
+    return {
+        "counts": {"people": 50, "flagged": 6},
+        "detection": {"people": 50, "found_by_fewer_than_two": 6, "models": {model: {
+            "cases": 52, "correct": 38, "false_positives": 9, "misses": 5,
+            "auroc": {"translational": 0.8125, "rotational": 0.75}}}},
+        "pose": {"min_people": 10, "people": {model: n},
+                 "correlation": {m: {model: corr} for m in MEASURES},
+                 "ause": {m: {model: 0.05 if n >= 10 else None} for m in MEASURES}},
         "risk_coverage": [{"measure": m, "model": model, "rejected_fraction": f, "ap": 0.4,
                            "ap_kept_people": 0.4 + f} for m in MEASURES
-                          for f in (0.0, 0.1, 0.2)]})
+                          for f in (0.0, 0.1, 0.2)]}
+
+
+def fake_quality(eval_dir, t, rho, p, model="ensemble"):
+    """A quality.json (quality_dict) written where the summary reads it."""
+    stem = RunLayout(eval_dir).uncertainty_stem(t, N)
+    files.write_json(stem.with_name(stem.name + "-quality.json"), quality_dict(rho, p, model))
 
 
 def controlled(tmp_path, normal_ap, blur_aps, accuracy, rho, p, model="ensemble"):
+    """The summary's checks of fake inputs; every test domain's uncertainty rho, p."""
     eval_dir = tmp_path / "eval"
     fake_run(eval_dir, NORMAL, "", normal_ap)
     fake_run(eval_dir, BLUR, "", blur_aps[0])
     fake_run(eval_dir, BLUR, "_motion_blur", blur_aps[1])
-    fake_quality(eval_dir, BLUR, rho, p, model)
+    for effect in domains.TEST_EFFECTS:
+        if paths.EVAL_BASE + effect not in (NORMAL, BLUR):
+            fake_run(eval_dir, paths.EVAL_BASE + effect, "", 0.3)
+        fake_quality(eval_dir, paths.EVAL_BASE + effect, rho, p, model)
     best = tmp_path / "clog" / "2024-05-01_10-00"
     files.write_csv(best / "log.csv", [[1, 0.5]], ["epoch", "val_accuracy"])
     files.write_json(best / "best.json", {"epoch": 1, "val_accuracy": accuracy})
@@ -338,18 +369,24 @@ def controlled(tmp_path, normal_ap, blur_aps, accuracy, rho, p, model="ensemble"
     return [(c["status"], c["measured"]) for c in data["checks"]]
 
 
+def every_domain(text):
+    return "; ".join(f"{domains.DOMAIN_LABELS[e]}: {text}" for e in domains.TEST_EFFECTS)
+
+
 def test_checks_pass(tmp_path):
     checks = controlled(tmp_path, 0.5, (0.1, 0.25), 0.98, 0.3, 0.009)
     assert checks == [("PASS", "AP 0.500"), ("PASS", "AP 0.250 vs 0.100"),
                       ("PASS", "98.00% (best.json, epoch 1)"),
-                      ("PASS", "rho 0.300, p 0.009 (ensemble error, 40 people)")]
+                      ("PASS", "error of ensemble; "
+                               + every_domain("rho 0.300, p 0.009, 40 people"))]
 
 
 def test_checks_fail(tmp_path):
     checks = controlled(tmp_path, 0.499, (0.2, 0.2), 0.979, 0.3, 0.011, model="normal")
     assert checks == [("FAIL", "AP 0.499"), ("FAIL", "AP 0.200 vs 0.200"),
                       ("FAIL", "97.90% (best.json, epoch 1)"),
-                      ("FAIL", "rho 0.300, p 0.011 (normal error, 40 people)")]
+                      ("FAIL", "error of normal; "
+                               + every_domain("rho 0.300, p 0.011, 40 people"))]
     text = (tmp_path / "out" / "summary.md").read_text()
     assert "0 of 4 pass, 4 fail, 0 n/a" in text and text.count("**FAIL**") == 4
 
@@ -366,7 +403,7 @@ def test_nothing_there(tmp_path):
     text = write_summary(tmp_path / "coco", tmp_path / "eval", tmp_path / "weights",
                          tmp_path / "clog", tmp_path / "domain", tmp_path / "out")
     ours = table(text, "## Keypoint AP (COCO, single scale)")
-    assert all(cells == ["n/a"] * 5 for cells in ours.values())
+    assert all(cells == ["n/a"] * len(domains.EVAL_MODELS) for cells in ours.values())
     assert table(text, "## Checks: the results must mean something")
     data = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [c["status"] for c in data["checks"]] == ["n/a"] * 4
@@ -392,15 +429,104 @@ def test_num_images_follows_the_runs_and_broken_files_are_notes(tmp_path):
                          tmp_path / "clog", tmp_path / "domain", tmp_path / "out",
                          figures=False)
     ours = table(text, "## Keypoint AP (COCO, single scale)")
-    assert ours["normal"] == ["0.300"] * 5 and ours["motion blur"][0] == "0.200"
+    assert ours["normal"] == ["0.300"] * len(domains.EVAL_MODELS)
+    assert ours["motion blur"][0] == "0.200"
     data = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert data["num_images"][NORMAL] == N and data["num_images"][BLUR] == 4
     notes = "\n".join(data["notes"])
     assert "uses N = 6" in notes and "not valid JSON" in notes and "effect_prob" in notes
     assert "not a metrics CSV" in notes and ours["motion blur"][1] == "n/a"
-    assert table(text, "## Uncertainty quality")["normal"] == ["n/a", "5"] + ["n/a"] * 8
+    assert table(text, "## Uncertainty quality")["normal"] == ["5"] + ["n/a"] * 7
     # with N given, the smaller run is the one summarised
     text = write_summary(tmp_path / "coco", eval_dir, tmp_path / "weights",
                          tmp_path / "clog", tmp_path / "domain", tmp_path / "out",
                          num_images=2, figures=False)
     assert table(text, "## Keypoint AP (COCO, single scale)")["normal"][0] == "0.900"
+
+
+# ---------------------------------------------------------------- the uncertainty layers
+
+from types import SimpleNamespace
+
+from model import uncertainty as unc
+from model.report import checks as report_checks
+from model.report import collect as report_collect
+from model.report import figures as report_figures
+from model.report import sections as report_sections
+
+
+def per_domain(**quality):
+    """Results-like object holding a quality dict per domain (keyed by effect name)."""
+    by_name = {domains.EFFECT_NAMES[e]: paths.EVAL_BASE + e for e in domains.TEST_EFFECTS}
+    return SimpleNamespace(uncertainty={by_name[k]: q for k, q in quality.items()
+                                        if q is not None})
+
+
+def test_uncertainty_check_judges_every_domain():
+    good = quality_dict(0.4, 1e-4)
+    check = report_checks._uncertainty_check
+    assert check(per_domain(normal=good, dark=good, motion_blur=good,
+                            resolution=good))["status"] == "PASS"
+    # one domain failing fails the check, whatever the others say
+    c = check(per_domain(normal=good, dark=quality_dict(0.4, 0.02), motion_blur=good,
+                         resolution=quality_dict(0.5, 0.0, n=7)))
+    assert c["status"] == "FAIL" and "dark: rho 0.400, p 0.02, 40 people" in c["measured"]
+    assert "low resolution: n/a (7 people, fewer than 10)" in c["measured"]
+    # too few people or no analysis on one domain, passes elsewhere: n/a, not PASS
+    c = check(per_domain(normal=good, dark=good, motion_blur=quality_dict(0.9, 1e-9, n=9),
+                         resolution=good))
+    assert c["status"] == "n/a" and "motion blur: n/a (9 people, fewer than 10)" in c["measured"]
+    c = check(per_domain(normal=good, dark=good, motion_blur=good))
+    assert c["status"] == "n/a"
+    assert c["measured"].endswith("low resolution: n/a (no analysis with ground truth)")
+    # a negative correlation fails; different judged models are named per domain
+    c = check(per_domain(normal=good, dark=good, motion_blur=quality_dict(-0.3, 1e-5),
+                         resolution=quality_dict(0.4, 1e-4, model="normal")))
+    assert c["status"] == "FAIL" and c["measured"].startswith("normal: rho 0.400")
+    assert c["measured"].endswith("low resolution: rho 0.400, p 0.0001, 40 people "
+                                  "(error of normal)")
+
+
+def test_uncertainty_section_shows_both_layers():
+    results = per_domain(normal={"counts": {"people": 5, "flagged": 2}},    # no ground truth
+                         dark=quality_dict(0.25, 3e-4, n=40),
+                         motion_blur=quality_dict(0.5, 0.1, n=7))
+    text = "\n".join(report_sections.section_uncertainty(results))
+    heading = "## Uncertainty quality"
+    assert unc.DETECTION_DEFINITION in text and unc.POSE_DEFINITION in text
+    detection = table(text, heading)
+    assert detection["normal"] == ["5", "2 (40%)"] + ["n/a"] * 6
+    assert detection["dark"] == ["50", "6 (12%)", "ensemble", "38", "9", "5", "0.812", "0.750"]
+    pose = {tuple(r[:2]): r[2:] for r in table_rows(text, heading, "**Pose level.**")}
+    assert pose[("dark", "translational")] == ["40", "ensemble", "0.250", "0.0003", "0.250",
+                                               "0.0003", "0.050"]
+    assert pose[("motion blur", "rotational")] == ["7", "ensemble"] + ["n/a"] * 5
+    assert ("normal", "translational") not in pose
+    per_model = table(text, heading, "Pose level, Spearman")
+    assert per_model["dark"] == ["n/a", "n/a", "n/a", "0.250 (0.0003, 40)"]
+    risk = {tuple(r[:2]): r[2:] for r in table_rows(text, heading, "**Risk-coverage**")}
+    assert risk[("dark", "translational")] == ["ensemble", "0.400", "0.600", "0.400"]
+
+
+def test_quality_without_the_layers_is_a_note_and_the_figure_shows_the_pose_level(tmp_path):
+    stem = RunLayout(tmp_path).uncertainty_stem(BLUR, N)
+    old = {"counts": {"people": 40}, "risk_coverage": [],
+           "correlation": {m: {"ensemble": {"n": 40, "spearman_r": 0.8, "spearman_p": 1e-9}}
+                           for m in MEASURES}}
+    files.write_json(stem.with_name(stem.name + "-quality.json"), old)
+    notes = []
+    assert report_collect.load_uncertainty(tmp_path, BLUR, N, notes) == (None, None)
+    assert len(notes) == 1 and "no detection and pose levels; rerun eval/util_ainu.py" in notes[0]
+    # a pose level of 12 people: its sparsification curves are the summary's figure
+    rng = np.random.default_rng(2)
+    u = rng.uniform(size=12)
+    _, curve = unc.judge_pose(u, u + rng.normal(0, 0.1, 12))
+    files.write_json(stem.with_name(stem.name + "-quality.json"), quality_dict(0.4, 1e-4))
+    report_unc.write_csv(stem.with_name(stem.name + "-sparsification.csv"),
+                         report_unc.sparsification_table({m: {"ensemble": curve}
+                                                          for m in MEASURES}))
+    quality, frame = report_collect.load_uncertainty(tmp_path, BLUR, N, notes)
+    assert quality["pose"]["people"] == {"ensemble": 40} and len(frame) == 2 * 12
+    path, reason = report_figures.figure_sparsification(
+        SimpleNamespace(sparsification={BLUR: frame}), tmp_path / "out", "translational")
+    assert reason is None and is_png(path)

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from model import network, optim, state, train_config, train_step, trainer
+from model import network, optim, paths, state, train_cli, train_config, train_step, trainer
 from model.batchnorm import BN_SUFFIX, build_bn_training_model, fold_batch_norm
 from model.errors import UserError
 from model.hdf5 import generate_hdf5
@@ -191,6 +191,43 @@ def test_a_state_of_another_run_is_refused_naming_each_difference():
         state.check_resume(other, signature, "s.h5")
 
 
+def test_the_effect_stage_is_part_of_the_signature_and_old_states_were_crop_stage():
+    cfg = train_config.TrainConfig(config="small", batch_size=4, seed=1)
+    schedule = SCHEDULES["small"]
+    source = state.run_signature(cfg, network.get_config("small"), schedule, True, 0.9)
+    crop = state.run_signature(train_config.TrainConfig(config="small", batch_size=4, seed=1,
+                                                        effect_stage="crop"),
+                               network.get_config("small"), schedule, True, 0.9)
+    assert source["effect_stage"] == "source" and crop["effect_stage"] == "crop"
+    with pytest.raises(UserError, match=r"effect_stage 'crop' \(now 'source'\)"):
+        state.check_resume(state.TrainState(signature=crop), source, "s.h5")
+    # A state recorded before the stage existed applied the effect to the crop.
+    old = state.TrainState(signature={k: v for k, v in crop.items() if k != "effect_stage"})
+    state.check_resume(old, crop, "s.h5")
+    with pytest.raises(UserError, match=r"effect_stage 'crop' \(now 'source'\)"):
+        state.check_resume(old, source, "s.h5")
+
+
+def test_the_generalist_and_the_effect_stage_from_flags_to_the_plan(hdf5_dir, tmp_path):
+    from model.domains import MIXED, TRAINED_MODELS
+    from model.train_cli import build_parser, config_from_args
+    parser = build_parser()
+    assert parser.parse_args([]).effect_stage == "source"
+    cfg = config_from_args(parser.parse_args(["--effect", MIXED, "--effect_stage", "crop"]))
+    assert (cfg.effect, cfg.effect_stage) == (MIXED, "crop")
+    effect_choices = next(a.choices for a in parser._actions if a.dest == "effect")
+    assert list(effect_choices) == list(TRAINED_MODELS) == ["", "_dark", "_motion_blur", MIXED]
+    assert paths.expert_weights_dir(MIXED) == paths.REPO_ROOT / "training" / "weights_mixed"
+    plan = train_config.check_inputs(tiny_cfg(hdf5_dir, tmp_path / "o", effect=MIXED,
+                                              effect_stage="crop"))
+    assert plan.signature["effect"] == MIXED and plan.signature["effect_stage"] == "crop"
+    assert plan.augment.effect_stage == "crop"
+    assert train_config.check_inputs(tiny_cfg(hdf5_dir, tmp_path / "o")).augment.effect_stage \
+        == "source"
+    with pytest.raises(UserError, match="unknown --effect_stage 'after'"):
+        train_config.check_inputs(tiny_cfg(hdf5_dir, tmp_path / "o", effect_stage="after"))
+
+
 def test_log_csv_is_rewritten_from_the_history(tmp_path):
     row = dict.fromkeys(state.CSV_HEADER, 0)
     history = [{**row, "epoch": 1}, {**row, "epoch": 2}]
@@ -322,7 +359,7 @@ def test_bad_input_is_refused_before_training(hdf5_dir, tmp_path):
         train_config.check_inputs(tiny_cfg(hdf5_dir, tmp_path / "o", effect="_resolution"))
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(UserError, match="not writable"):
+    with pytest.raises(UserError, match="exists and is not a folder"):
         train_config.check_inputs(tiny_cfg(hdf5_dir, blocker / "sub"))
     # Weights of another configuration: the layer and both shapes are named.
     other = network.build_pose_model(network.PoseConfig("w", num_stages=2, width=0.25,
@@ -352,7 +389,7 @@ def test_cli_bad_input_one_line(tmp_path):
     r = run_cli("--mixed_precision", "maybe")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
-        "train_pose.py: error: argument --mixed_precision: expected one of false, float16, "
+        "train_pose.py: error: argument --mixed_precision: expected one of auto, false, float16, "
         "bfloat16 (true = float16), got 'maybe'")
 
 
@@ -501,3 +538,23 @@ def test_mixed_precision_flag_values_and_old_states():
     state.check_resume(old, {"mixed_precision": "float16", "seed": 0}, "s.h5")
     with pytest.raises(UserError, match="mixed_precision 'float16' \\(now 'bfloat16'\\)"):
         state.check_resume(old, {"mixed_precision": "bfloat16", "seed": 0}, "s.h5")
+
+
+def test_auto_precision_picks_bfloat16_only_where_the_cpu_has_it(tmp_path):
+    assert train_config.auto_precision({"avx2", "amx_bf16", "amx_tile"}, gpu=False) == \
+        ("bfloat16", "the CPU has amx_bf16 and no GPU is visible")
+    assert train_config.auto_precision({"avx2", "avx512f", "avx512_bf16"}, gpu=False)[0] == \
+        "bfloat16"
+    assert train_config.auto_precision({"avx2", "fma"}, gpu=False) == \
+        (False, "the CPU has no native bfloat16")
+    assert train_config.auto_precision({"amx_bf16"}, gpu=True) == (False, "a GPU is visible")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512_bf16\n\n"
+                       "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512_bf16\n")
+    assert train_config.cpu_flags(cpuinfo) == {"fpu", "sse2", "avx2", "avx512_bf16"}
+    assert train_config.cpu_flags(tmp_path / "missing") == set()
+    # The flag: "auto" is kept until the settings are checked, then resolved and logged.
+    assert train_cli.build_parser().parse_args([]).mixed_precision == "auto"
+    cfg = train_config.TrainConfig(mixed_precision="auto")
+    train_config._check_flags(cfg)
+    assert cfg.mixed_precision == train_config.auto_precision()[0]

@@ -320,12 +320,35 @@ def test_analysis_with_ground_truth(tmp_path):
     # the ensemble (a copy of the normal expert) has the normal expert's OKS
     col = persons[0].index
     assert people == 24 and all(r[col("oks_ensemble")] == r[col("oks_normal")] for r in persons[1:])
-    # constructed so that disagreement grows with the error
-    corr = s["correlation"]["translational"]["normal"]
+    # constructed so that disagreement grows with the error; every person is found by >= 2
+    # experts and matched, so the pose level holds them all
+    corr = s["pose"]["correlation"]["translational"]["normal"]
+    assert corr["n"] == people == s["pose"]["people"]["normal"]
     assert corr["spearman_r"] > 0.5 and corr["spearman_p"] < 0.05
     error = 1 - np.array([float(r[col("oks_normal")]) for r in persons[1:]])
     worst = unc.ause(*unc.sparsification(-error, error))     # the reversed ranking
-    assert 0 < s["ause"]["translational"]["normal"] < 0.5 * worst
+    assert 0 < s["pose"]["ause"]["translational"]["normal"] < 0.5 * worst
+    # the dark expert predicted 16 of the 24: its pose level has those only
+    assert s["pose"]["people"]["dark"] == 16
+    # detection level: the dark expert's misses are the 8 second people
+    d = s["detection"]
+    assert d["people"] == people and d["found_by_fewer_than_two"] == 0
+    assert d["share_found_by_fewer_than_two"] == 0 and d["gt_people_found_by_no_expert"] == 3
+    dark = d["models"]["dark"]
+    assert dark["misses"] == 8 and dark["cases"] == people
+    assert dark["correct"] + dark["false_positives"] == 16
+    assert [r[col("detection_dark")] for r in second] == ["miss"] * 8
+    assert {r[col("detection_normal")] for r in persons[1:]} <= {"correct", "false_positive"}
+    assert 0 <= dark["auroc"]["translational"] <= 1
+    # the two layers' tables
+    det_csv = read_csv(stem.with_name(stem.name + "-detection.csv"))
+    assert det_csv[0] == report_unc.DETECTION_HEADER and det_csv[2][0] == "dark"
+    assert det_csv[2][3:7] == [str(people), str(dark["correct"]),
+                               str(dark["false_positives"]), "8"]
+    pose_csv = read_csv(stem.with_name(stem.name + "-pose.csv"))
+    assert pose_csv[0] == report_unc.POSE_HEADER and len(pose_csv) == 1 + 2 * 4
+    assert pose_csv[1][:3] == ["translational", "normal", str(people)]
+    assert float(pose_csv[1][5]) == pytest.approx(corr["spearman_r"], abs=1e-6)
     rc = [r for r in s["risk_coverage"] if r["measure"] == "translational"
           and r["model"] == "normal"]
     assert [r["rejected_fraction"] for r in rc] == [0, 0.1, 0.2, 0.3, 0.5]
@@ -334,8 +357,9 @@ def test_analysis_with_ground_truth(tmp_path):
     # alone are gone, so plain AP loses recall
     assert rc[0]["ap"] == rc[0]["ap_kept_people"] > 0.2
     assert rc[-1]["ap_kept_people"] > rc[0]["ap_kept_people"] and rc[-1]["ap"] < rc[0]["ap"]
-    for suffix in ("-sparsification.csv", "-sparsification.png", "-risk_coverage.csv",
-                   "-risk_coverage.png", "-quality.json"):
+    for suffix in ("-detection.csv", "-pose.csv", "-sparsification.csv",
+                   "-sparsification.png", "-risk_coverage.csv", "-risk_coverage.png",
+                   "-quality.json"):
         assert stem.with_name(stem.name + suffix).is_file()
     assert not list(results.glob(".*tmp"))                  # nothing half-written
 
@@ -348,11 +372,12 @@ def test_cli_without_ground_truth_and_without_ensemble(tmp_path):
     assert "no ground truth" in r.stdout and "ensemble columns left empty" in r.stdout
     stem = RunLayout(results).uncertainty_stem(DATA_TYPE, N_IMAGES)
     q = json.loads(stem.with_name(stem.name + "-quality.json").read_text())
-    assert "correlation" not in q and q["counts"]["people"] > 0
+    assert "pose" not in q and "detection" not in q and q["counts"]["people"] > 0
+    assert not stem.with_name(stem.name + "-detection.csv").exists()
     assert q["counts"]["images"] == N_IMAGES - 1       # no ground truth: images with predictions
     assert not stem.with_name(stem.name + "-sparsification.png").exists()
     persons = read_csv(stem.with_name(stem.name + "-persons.csv"))
-    assert all(row[-4:] == ["", "", "", ""] for row in persons[1:])
+    assert all(row[-8:] == [""] * 8 for row in persons[1:])     # OKS and detection cases
 
 
 def test_cli_bad_inputs(tmp_path):
@@ -387,3 +412,117 @@ def test_cli_bad_inputs(tmp_path):
     r = run_cli("eval/util_ainu.py", "--coco_dataType", "val2014_random2k",
                 "--results_dir", results)
     assert r.returncode == 2 and "unknown --coco_dataType" in r.stderr
+
+
+# ---------------------------------------------------------------- the two layers
+
+import warnings
+
+from model import uncertainty_set as unc_set
+
+
+def test_auroc_by_hand():
+    # errors score 0.9 and 0.4, correct detections 0.5, 0.1 and 0.4: of the 6 (error, correct)
+    # pairs the error is higher in 0.9 > all three (3), 0.4 > 0.1 (1), 0.4 = 0.4 (a half)
+    score = [0.9, 0.5, 0.4, 0.1, 0.4]
+    error = [True, False, True, False, False]
+    assert unc.auroc(score, error) == pytest.approx(4.5 / 6)
+    assert unc.auroc([1, 2, 3, 4], [False, False, True, True]) == 1
+    assert unc.auroc([1, 2, 3, 4], [True, True, False, False]) == 0
+    assert unc.auroc([0.7] * 4, [True, False, True, False]) == 0.5        # all tied: chance
+    assert unc.auroc([1, 2], [True, True]) is None and unc.auroc([], []) is None
+    assert unc.auroc([np.nan, 1, 2], [False, False, True]) == 1            # NaN left out
+
+
+def test_detection_cases_by_hand():
+    predicted = [True, True, True, False, False, True]
+    gt_id = [7, 8, -1, 9, -1, 10]
+    oks = [0.8, 0.3, 0.0, 0.0, np.nan, 0.5]
+    outcome = unc.detection_outcome(predicted, gt_id, oks)
+    # matched at >= 0.5 / below 0.5 / no ground truth / not predicted / nothing / exactly 0.5
+    assert outcome.tolist() == ["correct", "false_positive", "false_positive", "miss", "",
+                                "correct"]
+    judged = unc.judge_detection([0.1, 0.6, 0.9, 1.0, 1.0, 0.3], outcome)
+    assert judged == {"cases": 5, "correct": 2, "false_positives": 2, "misses": 1,
+                      "auroc": 1.0}
+    judged = unc.judge_detection([0.1, 0.2], np.array(["correct", "correct"]))
+    assert judged["auroc"] is None and judged["note"] == "AUROC undefined: no error"
+
+
+def test_pose_level_needs_ten_people_and_never_warns():
+    rng = np.random.default_rng(5)
+    u, e = rng.uniform(size=9), rng.uniform(size=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # any warning fails the test
+        judged, curve = unc.judge_pose(u, e)
+        assert judged["n"] == 9 and curve is None and judged["ause"] is None
+        assert judged["spearman_r"] is None and judged["note"] == "n/a: 9 people (fewer than 10)"
+        judged, curve = unc.judge_pose(np.r_[u, 0.5], np.r_[e, 0.5])
+        assert judged["n"] == 10 and judged["spearman_p"] is not None and len(curve[0]) == 10
+        flat, _ = unc.judge_pose(u[:1].repeat(12), rng.uniform(size=12))
+        assert flat["spearman_r"] is None and "constant uncertainty" in flat["note"]
+        near = unc.correlation(1 + np.r_[np.zeros(11), 1e-15], rng.uniform(size=12))
+        assert near["pearson_r"] is None and near["note"].startswith("correlation undefined")
+    mask = unc.pose_people([3, 2, 1, 3, 2], [True, True, True, False, True], [1, 2, 3, 4, -1])
+    assert mask.tolist() == [True, True, False, False, False]
+
+
+def constructed_people(rng, n_both=40, n_single=40, pose_error=None):
+    """A set where agreement on who is there and pose error are independent: n_both people
+    found by all three experts (disagreement uniform in [0, 0.3], every model's error
+    uniform in [0, 0.5] unless pose_error(u) is given) and n_single real people found by
+    the dark expert alone (disagreement 1, flagged; the normal expert, the motion-blur
+    expert and the ensemble did not predict them: error 1)."""
+    n = n_both + n_single
+    u = np.r_[rng.uniform(0, 0.3, n_both), np.ones(n_single)]
+    err = rng.uniform(0, 0.5, (n_both, 4)) if pose_error is None else \
+        np.clip(pose_error(u[:n_both]), 0, 1)[:, None].repeat(4, 1)
+    oks = np.zeros((n, 4))
+    oks[:n_both] = 1 - err
+    oks[n_both:, 1] = 1 - rng.uniform(0, 0.5, n_single)           # the dark expert's
+    predicted = np.zeros((n, 4), bool)
+    predicted[:n_both] = True
+    predicted[n_both:, 1] = True
+    return {"image_id": np.arange(n), "translational": u, "rotational": u,
+            "num_experts": np.r_[np.full(n_both, 3), np.ones(n_single, int)],
+            "flagged": np.r_[np.zeros(n_both, bool), np.ones(n_single, bool)],
+            "gt_id": np.arange(n), "oks": oks, "predicted": predicted, "records": [[]] * 4,
+            "counts": {"gt_people": n, "gt_people_matched": n, "ensemble_unmatched": 0}}
+
+
+def test_all_people_statistic_is_significant_by_construction_the_pose_level_is_not():
+    people = constructed_people(np.random.default_rng(11))
+    old = unc_set.all_people_layer(people)["correlation"]["translational"]["normal"]
+    pose, curves = unc_set.pose_layer(people)
+    new = pose["correlation"]["translational"]["normal"]
+    # over all people the flagged misses (disagreement 1, error 1) make a "strong" correlation
+    assert old["n"] == 80 and old["spearman_r"] > 0.8 and old["spearman_p"] < 1e-15
+    # over the people the normal expert predicted and two experts found: nothing to find
+    assert new["n"] == 40 == pose["people"]["normal"]
+    assert abs(new["spearman_r"]) < 0.3 and new["spearman_p"] > 0.05
+    assert set(curves["translational"]) == {"normal", "dark", "motion_blur", "ensemble"}
+    # the dark expert predicted all 80, but the single-found ones are not in its pose level
+    assert pose["people"]["dark"] == 40
+    # the detection level is where the signal is: every miss scores 1, every hit below 0.3
+    d = unc_set.detection_layer(people)
+    assert d["share_found_by_fewer_than_two"] == 0.5
+    assert d["models"]["normal"] == {"cases": 80, "correct": 40, "false_positives": 0,
+                                     "misses": 40, "auroc": {"translational": 1.0,
+                                                             "rotational": 1.0}}
+    # and the dark expert, which found them, has no error to flag: AUROC undefined
+    assert d["models"]["dark"]["auroc"]["translational"] is None
+
+
+def test_pose_level_finds_a_real_ranking():
+    rng = np.random.default_rng(11)
+    people = constructed_people(rng, pose_error=lambda u: u + rng.normal(0, 0.05, len(u)))
+    pose, _ = unc_set.pose_layer(people)
+    new = pose["correlation"]["translational"]["normal"]
+    assert new["n"] == 40 and new["spearman_r"] > 0.7 and new["spearman_p"] < 1e-6
+    worst = unc.ause(*unc.sparsification(-people["translational"][:40],
+                                         people["translational"][:40]))
+    assert 0 <= pose["ause"]["translational"]["normal"] < 0.2 * worst
+    few, curves = unc_set.pose_layer(constructed_people(rng, n_both=9))
+    assert few["people"]["normal"] == 9 and curves["translational"] == {}
+    assert few["correlation"]["translational"]["normal"]["spearman_r"] is None
+    assert few["ause"]["translational"]["normal"] is None

@@ -30,17 +30,13 @@ def checkpoint_path(run_dir, epoch):
 
 def new_run_dir(log_dir):
     """<log_dir>/<YYYY-MM-DD_HH-MM>, with _2, _3 ... if a run started in the same minute."""
-    log_dir = Path(log_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = files.ensure_writable_dir(log_dir)
     stamp = time.strftime("%Y-%m-%d_%H-%M")
     for n in range(1, 10_000):
         candidate = log_dir / (stamp if n == 1 else f"{stamp}_{n}")
-        try:
-            candidate.mkdir()  # atomic: two runs started together get different folders
-        except FileExistsError:
-            continue
-        (candidate / "checkpoints").mkdir()
-        return candidate
+        if files.create_new_dir(candidate):  # atomic: runs started together differ
+            files.ensure_writable_dir(candidate / "checkpoints")
+            return candidate
     raise UserError(f"too many runs named {stamp}* in {log_dir}")
 
 

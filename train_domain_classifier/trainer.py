@@ -185,9 +185,9 @@ def _run_dir(config, state, resume_path, d):
     """The resumed run's folder (its stale temporary files removed), or a new one."""
     if state is not None:
         run_dir = runs.run_dir_of(resume_path)
-        if d.main:  # a kill during a checkpoint write leaves its temporary file behind
-            for stale in (run_dir / "checkpoints").glob(".model_*.tmp"):
-                stale.unlink(missing_ok=True)
+        if d.main:  # a kill during a write leaves its temporary file behind
+            for folder in (run_dir, run_dir / "checkpoints"):
+                files.remove_stale_temporaries_in(folder)
     else:
         run_dir = engine.broadcast_object(d, runs.new_run_dir(config["log_dir"]) if d.main
                                           else None)

@@ -2,8 +2,9 @@
 
     python training/train_pose.py --effect _dark --config small --epochs 8
 
-The effect is applied on the fly to the augmented crops, so the three experts ("", _dark,
-_motion_blur) train from the same HDF5 files. Checkpoints go to training/weights<effect>/
+The effect is applied on the fly to the stored image before the augmentation (--effect_stage
+crop: to the augmented crop), so the three experts ("", _dark, _motion_blur) and the
+generalist (_mixed) train from the same HDF5 files. Checkpoints go to training/weights<effect>/
 (weights.NNNN.h5 after every epoch, train_state.h5, log.csv, run.json, logs/ for
 TensorBoard). Rerunning the same command after an interruption (even kill -9) continues
 from the last complete state; a finished run is left as it is.

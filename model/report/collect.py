@@ -2,8 +2,10 @@
 typed records. A missing input is left empty and shown as n/a, never filled in; a file that
 exists but cannot be read becomes a note.
 
-  evaluation      the run folders (model.runs): metrics.csv, run.json, ensemble_report.json
+  evaluation      the run folders (model.runs): metrics.csv, run.json, ensemble_report.json;
+                  the sets' annotation files (<coco_root>/annotations/): their composition
   uncertainty     <dataType>-three-model-...-<N>-quality.json and -sparsification.csv
+  robustness      robustness-<dataType>-<N>/robustness.json (eval/robustness.py)
   experts         <weights dir of each effect>/log.csv and run.json (model.train)
   classifier      <classifier_log_dir>/<run>/log.csv, best.json (the newest run), the
                   validation metrics.json (train_domain_classifier/validate.py) and the
@@ -25,8 +27,11 @@ import numpy as np
 import pandas as pd
 
 from model import files, paths
-from model.domains import DOMAIN_LABELS, EFFECT_NAMES, EVAL_MODELS, EXPERT_EFFECTS
+from model.domains import (BASE, DOMAIN_LABELS, EFFECT_NAMES, EVAL_MODELS, EXPERT_EFFECTS, MIXED,
+                           TRAINED_MODELS)
 from model.errors import UserError
+from model.evalsets import has_labelled_person
+from model.report.robustness import load_robustness
 from model.runs import ENSEMBLE_REPORT_JSON, METRICS_CSV, RunLayout
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,7 @@ class EvalSet:
     runs: dict = field(default_factory=dict)       # effect -> run.json
     reports: dict = field(default_factory=dict)    # effect -> ensemble_report.json
     missing: list = field(default_factory=list)    # effects without a readable metrics.csv
+    composition: dict = None                       # set_composition(), None without the set
 
     def metric(self, effect, subset, name):
         value = self.metrics.get(effect, {}).get((subset, name))
@@ -97,6 +103,7 @@ class Results:
     settings: dict
     notes: list
     checks: list = field(default_factory=list)
+    robustness: dict = None  # the severity sweep's robustness.json (model.report.robustness)
 
 
 # ------------------------------------------------------------------------------ files
@@ -182,13 +189,38 @@ def load_evaluation(eval_dir, num_images=None):
     return out, notes
 
 
+def set_composition(coco_root, data_type, num_images, notes):
+    """How the set was drawn ("recorded": its annotation file's info.composition, None for a
+    set made before that was recorded) and, of the first num_images images (those the
+    evaluation scores), how many have no labelled person: {"recorded", "images",
+    "without_people"}, or None without the annotation file."""
+    data = read_json_or_note(paths.annotation_file(coco_root, data_type), "annotation file",
+                             notes)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        return None
+    images = data["images"][:num_images] if num_images else data["images"]
+    anns = {}
+    for a in data.get("annotations") or []:
+        anns.setdefault(a.get("image_id"), []).append(a)
+    info = data.get("info") if isinstance(data.get("info"), dict) else {}
+    return {"recorded": info.get("composition"), "images": len(images),
+            "without_people": sum(not has_labelled_person(anns.get(im.get("id"), []))
+                                  for im in images)}
+
+
 def load_uncertainty(eval_dir, data_type, num_images, notes):
-    """(quality.json dict or None, sparsification frame or None)."""
+    """(quality.json dict or None, sparsification frame or None). A quality.json with ground
+    truth but without the detection and pose levels (model.uncertainty) is a note and its
+    numbers are not used: its correlations were over all people."""
     if num_images is None:
         return None, None
     layout = RunLayout(eval_dir)
-    quality = read_json_or_note(layout.uncertainty_file(data_type, num_images, "-quality.json"),
-                                "uncertainty quality", notes)
+    path = layout.uncertainty_file(data_type, num_images, "-quality.json")
+    quality = read_json_or_note(path, "uncertainty quality", notes)
+    if isinstance(quality, dict) and "risk_coverage" in quality and "pose" not in quality:
+        notes.append(f"{path}: no detection and pose levels; rerun eval/util_ainu.py "
+                     f"--coco_dataType {data_type}")
+        return None, None
     spars = layout.uncertainty_file(data_type, num_images, "-sparsification.csv")
     if not spars.is_file():
         return quality, None
@@ -217,10 +249,13 @@ def _weights_dir(weights_dir, effect):
 
 
 def load_experts(weights_dir, notes):
-    """{effect: ExpertRun}."""
+    """{model: ExpertRun} of every network train_pose.py trained: the base network (when the
+    models fine-tuned from one), the experts and the generalist."""
     out = {}
-    for e in EXPERT_EFFECTS:
+    for e in (BASE,) + TRAINED_MODELS:
         folder = _weights_dir(weights_dir, e)
+        if e in (BASE, MIXED) and not (folder / "run.json").is_file():
+            continue       # trained from scratch (no base), or an older run without them
         out[e] = ExpertRun(e, str(folder), read_log_csv(folder / "log.csv"),
                            read_json_or_note(folder / "run.json", "expert run", notes))
     return out
@@ -319,6 +354,7 @@ def collect(coco_root, eval_dir, weights_dir, classifier_log_dir, domain_dir, ou
     evaluation, notes = load_evaluation(eval_dir, num_images)
     uncertainty, sparsification = {}, {}
     for data_type, entry in evaluation.items():
+        entry.composition = set_composition(coco_root, data_type, entry.num_images, notes)
         quality, table = load_uncertainty(eval_dir, data_type, entry.num_images, notes)
         if quality is not None:
             uncertainty[data_type] = quality
@@ -333,4 +369,5 @@ def collect(coco_root, eval_dir, weights_dir, classifier_log_dir, domain_dir, ou
         domain_predictions=load_domain_predictions(domain_dir, notes),
         timings=load_timings(timings, Path(out_dir) / "steps"),
         settings={k: (str(v) if isinstance(v, Path) else v)
-                  for k, v in (settings or {}).items()}, notes=notes)
+                  for k, v in (settings or {}).items()}, notes=notes,
+        robustness=load_robustness(eval_dir, notes))

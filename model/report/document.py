@@ -14,13 +14,14 @@ from model.report.checks import (MEASURES, ap_table, classifier_accuracy, comput
                                  fork_table, judged_model, uncertainty_row)
 from model.report.collect import collect
 from model.report.figures import write_figures
+from model.report.robustness import section_robustness
 
 log = logging.getLogger(__name__)
 
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
 SECTIONS = (sections.section_checks, sections.section_ap, sections.section_ensemble,
-            sections.section_classifier, sections.section_uncertainty,
+            section_robustness, sections.section_classifier, sections.section_uncertainty,
             sections.section_difficult, sections.section_training, sections.section_timings,
             sections.section_settings)
 
@@ -85,6 +86,7 @@ def summary_json(results, figures):
         "timings": [{"step": s.step, "seconds": s.seconds, "status": s.status,
                      "seconds_when_ran": s.seconds_when_ran} for s in timings],
         "total_seconds": sum(s.seconds for s in timings),
+        "robustness": results.robustness,
         "settings": results.settings, "figures": [Path(f).name for f in figures],
         "notes": results.notes})
 

@@ -116,8 +116,9 @@ def _example_cell(image, records, caption, size):
     if image.shape[:2] != size:
         fy, fx = size[0] / image.shape[0], size[1] / image.shape[1]
         image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        people[..., 0] *= fx
-        people[..., 1] *= fy
+        found = people[..., 2] > 0       # pixel centres move as cv2.resize moves them
+        people[..., 0] = np.where(found, (people[..., 0] + 0.5) * fx - 0.5, people[..., 0])
+        people[..., 1] = np.where(found, (people[..., 1] + 0.5) * fy - 0.5, people[..., 1])
         caption += f" (shown x{fy:.2g})"
     drawn = draw.draw_people(image, people)
     return cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB), caption

@@ -4,12 +4,14 @@ the digits of every number are decided here, once."""
 import math
 
 from model import evaluation
-from model.domains import DOMAIN_LABELS, ENSEMBLE, ENSEMBLE_FUSE, EVAL_MODELS, MODEL_LABELS
+from model.domains import (BASE, DOMAIN_LABELS, ENSEMBLE, ENSEMBLE_FUSE, EVAL_MODELS,
+                           MODEL_LABELS)
 from model.report.checks import (CHECK_MEASURE, MEASURES, REJECT_FRACTION, ap_table,
                                  classifier_accuracy, fork_table, judged_model,
                                  uncertainty_row)
 from model.report.collect import CLASS_NAMES, domain_label
 from model.report.tables import frame, markdown
+from model.uncertainty import DETECTION_DEFINITION, POSE_DEFINITION
 from model.uncertainty import MODEL_LABELS as UNCERTAINTY_MODELS
 
 CHECKS_HEADING = "## Checks: the results must mean something"
@@ -52,6 +54,36 @@ def section_checks(results):
     return lines
 
 
+def _drawn_from(recorded):
+    if not recorded:
+        return "not recorded (a set made before its composition was recorded)"
+    kind = ("with a labelled person only" if recorded.get("people_only")
+            else "with and without people")
+    return (f"{recorded.get('pool_images', 'n/a')} held-out val2014 images, {kind} "
+            f"(seed {recorded.get('seed', 'n/a')})")
+
+
+def composition_lines(results):
+    """How the test sets were drawn and the share of their images without a labelled person,
+    beside the fork's: COCOeval counts every detection on such an image as a false positive,
+    so the share changes what an AP means."""
+    rows = []
+    for t, entry in results.evaluation.items():
+        c = entry.composition
+        if c is None:
+            rows.append([domain_label(t), "n/a", "n/a", "n/a (no annotation file)"])
+            continue
+        share = f" ({100 * c['without_people'] / c['images']:.1f} %)" if c["images"] else ""
+        rows.append([domain_label(t), str(c["images"]), f"{c['without_people']}{share}",
+                     _drawn_from(c["recorded"])])
+    rows.append(["the fork's sets", "1000", "about half",
+                 "all of val2014, uniformly (no seed; docs/recipe.md sections 7, 11)"])
+    lines = ["", "The test sets: images evaluated, how many of them have no labelled person "
+             "(every detection there is a false positive for COCOeval), and what they were "
+             "drawn from:", ""]
+    return lines + _table(["test set", "images", "no labelled person", "drawn from"], rows)
+
+
 def section_ap(results):
     cols = [MODEL_LABELS[e] for e in EVAL_MODELS]
     ours, fork = ap_table(results), fork_table()
@@ -59,8 +91,9 @@ def section_ap(results):
              "Rows: test domain; columns: model. Ours:", ""]
     lines += _ap_markdown(ours)
     lines += ["", "The fork's published numbers (docs/recipe.md section 7; it had no fused "
-              "ensemble):", ""]
+              "ensemble and no baselines):", ""]
     lines += _ap_markdown(fork)
+    lines += composition_lines(results)
     ev = results.evaluation
     sizes = sorted({e.num_images for e in ev.values() if e.num_images is not None})
     lines += ["", f"Images per test set: {', '.join(map(str, sizes)) or 'n/a'}."]
@@ -145,44 +178,69 @@ def section_classifier(results):
     return lines
 
 
+def _uncertainty_rows(t, q):
+    """(detection row, pose rows, risk-coverage rows, per-model Spearman row) of one set."""
+    label, model = domain_label(t), judged_model(q)
+    counts = q.get("counts") or {}
+    people, flagged = counts.get("people"), counts.get("flagged")
+    found = "n/a" if people is None or flagged is None else \
+        f"{flagged} ({flagged / people:.0%})" if people else "0"
+    if model is None:        # disagreement only: the set had no ground truth
+        return ([label, people if people is not None else "n/a", found] + ["n/a"] * 6,
+                [], [], None)
+    rows = {m: uncertainty_row(q, m, model) for m in MEASURES}
+    first = rows[MEASURES[0]]
+    detection = [label, people, found, model, first["correct"], first["false_positives"],
+                 first["misses"]] + [_num(rows[m]["auroc"]) for m in MEASURES]
+    pose = [[label, m, r["people"], model, _num(r["spearman_r"]), _p(r["spearman_p"]),
+             _num(r["pearson_r"]), _p(r["pearson_p"]), _num(r["ause"])]
+            for m, r in rows.items()]
+    risk = [[label, m, model, _num(r["ap"]), _num(r["ap_rejected_kept_people"]),
+             _num(r["ap_rejected"])] for m, r in rows.items()]
+    pose_all = (q.get("pose") or {}).get("correlation", {}).get(CHECK_MEASURE, {})
+    per_model = [label] + [
+        f"{_num(pose_all[m]['spearman_r'])} ({_p(pose_all[m]['spearman_p'])}, "
+        f"{pose_all[m]['n']})" if m in pose_all else "n/a" for m in UNCERTAINTY_MODELS]
+    return detection, pose, risk, per_model
+
+
 def section_uncertainty(results):
     lines = ["## Uncertainty quality", ""]
-    rows, per_model = [], []
+    detection, pose, risk, per_model = [], [], [], []
     for t, q in results.uncertainty.items():
-        model = judged_model(q)
-        if model is None:        # disagreement only: the set had no ground truth
-            rows.append([domain_label(t), "n/a", (q.get("counts") or {}).get("people", "n/a")]
-                        + ["n/a"] * 8)
-            continue
-        for measure in MEASURES:
-            r = uncertainty_row(q, measure, model)
-            if r is None:
-                continue
-            rows.append([domain_label(t), measure, r["people"], model, _num(r["spearman_r"]),
-                         _p(r["spearman_p"]), _num(r["pearson_r"]), _num(r["ause"]),
-                         _num(r["ap"]), _num(r["ap_rejected_kept_people"]),
-                         _num(r["ap_rejected"])])
-        corr = q.get("correlation", {}).get(CHECK_MEASURE, {})
-        per_model.append([domain_label(t)] + [
-            f"{_num(corr[m]['spearman_r'])} ({_p(corr[m]['spearman_p'])})" if m in corr
-            else "n/a" for m in UNCERTAINTY_MODELS])
-    if not rows:
+        d, p, r, m = _uncertainty_rows(t, q)
+        detection.append(d)
+        pose += p
+        risk += r
+        per_model += [m] if m else []
+    if not detection:
         return lines + ["n/a: no <dataType>-three-model-...-quality.json in the evaluation "
                         "results folder (eval/util_ainu.py writes them)."]
     pct = f"{REJECT_FRACTION:.0%}"
-    lines += ["Disagreement of the three experts per person against the error (1 - OKS) of "
-              "the routed ensemble's prediction (the normal expert's where the analysis had no "
-              "ensemble). AUSE: area between the sparsification curve and its oracle (0 = "
-              "perfect ranking). AP after rejecting the most uncertain " + pct + " of people: "
-              "on the people kept (their ground truth ignored) and against all ground truth.",
-              ""]
-    lines += _table(["test domain", "measure", "people", "error of", "Spearman rho", "p",
-                     "Pearson r", "AUSE", "AP", f"AP, {pct} rejected (kept people)",
-                     f"AP, {pct} rejected (all)"], rows)
-    lines += ["", f"Spearman rho (p) of the {CHECK_MEASURE} disagreement against each model's "
-              "error:", ""]
-    lines += _table(["test domain", "normal expert", "dark expert", "motion-blur expert",
-                     "routed ensemble"], per_model)
+    lines += ["Disagreement of the three experts per person, judged in two layers against the "
+              "routed ensemble's predictions (the normal expert's where the analysis had no "
+              "ensemble). A person found by fewer than two experts has disagreement 1, so the "
+              "two questions are kept apart.", "",
+              f"**Detection level.** {DETECTION_DEFINITION}. People: matched across the "
+              "experts; found by < 2: of them, found by one expert only.", ""]
+    lines += _table(["test domain", "people", "found by < 2 experts", "error of", "correct",
+                     "false positives", "misses"] + [f"AUROC {m}" for m in MEASURES],
+                    detection)
+    if pose:
+        lines += ["", f"**Pose level.** {POSE_DEFINITION}. AUSE: area between the "
+                  "sparsification curve and its oracle (0 = perfect ranking).", ""]
+        lines += _table(["test domain", "measure", "people", "error of", "Spearman rho", "p",
+                         "Pearson r", "p", "AUSE"], pose)
+        lines += ["", f"Pose level, Spearman rho (p, people) of the {CHECK_MEASURE} "
+                  "disagreement against each model's error, each over its own people:", ""]
+        lines += _table(["test domain", "normal expert", "dark expert", "motion-blur expert",
+                         "routed ensemble"], per_model)
+        lines += ["", f"**Risk-coverage** (all people): AP after rejecting the most uncertain "
+                  f"{pct} of people, on the people kept (their ground truth ignored) and "
+                  "against all ground truth.", ""]
+        lines += _table(["test domain", "measure", "error of", "AP",
+                         f"AP, {pct} rejected (kept people)", f"AP, {pct} rejected (all)"],
+                        risk)
     return lines
 
 
@@ -218,6 +276,31 @@ def _last(column):
     return values[-1] if values else None
 
 
+def _iterations(run):
+    return int(_last((run.log or {}).get("iteration")) or 0)
+
+
+def training_budget(experts):
+    """One sentence: whether every trained column of the AP table had the same number of
+    training steps from the same start, with the numbers."""
+    base = experts.get(BASE)
+    tuned = {e: x for e, x in experts.items() if e != BASE}
+    steps = {_iterations(x) for x in tuned.values()}
+    starts = {str((x.run or {}).get("weights")) for x in tuned.values()}
+    names = ", ".join(MODEL_LABELS[e] for e in tuned)
+    if len(steps) != 1 or len(starts) != 1:
+        return ("Training budget: NOT equal: " + "; ".join(
+            f"{MODEL_LABELS[e]} {_iterations(x)} steps from {(x.run or {}).get('weights')}"
+            for e, x in tuned.items()) + ".")
+    (n,) = steps
+    if base is None:
+        return f"Training budget: equal, {n} steps each from the same initialisation ({names})."
+    return (f"Training budget: equal. The base network trained {_iterations(base)} steps on "
+            f"normal images; each of {names} then trained {n} steps from it on its own "
+            f"domain's images (the normal expert on normal ones), so every trained column "
+            f"of the AP table had {_iterations(base) + n} steps from the same start.")
+
+
 def section_training(results):
     lines = ["## Training", ""]
     rows = []
@@ -230,8 +313,9 @@ def section_training(results):
                      _num(_last(lg.get("train_loss")), 2), _num(_last(lg.get("val_loss")), 2),
                      f"{_num(min(val), 2)} (epoch {best})" if val else "n/a",
                      run.get("config", "n/a"), run.get("seed", "n/a")])
-    lines += _table(["expert", "epochs", "iterations", "last train loss", "last val loss",
+    lines += _table(["network", "epochs", "iterations", "last train loss", "last val loss",
                      "best val loss", "config", "seed"], rows)
+    lines += ["", training_budget(results.experts)]
     lg = results.classifier.log
     if lg:
         lines += ["", f"Domain classifier ({results.classifier.run}): {len(lg['epoch'])} "

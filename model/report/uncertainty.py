@@ -4,8 +4,12 @@ predictions from their run folders (model.runs), measure and judge the disagreem
 
   <X>-three-model-epoch100-open-pose-single-scale-<N>.csv               per limb + totals
   ...-persons.csv                                                       per person
-  ...-quality.json                           counts, correlations, AUSE, risk-coverage
-  ...-sparsification.{csv,png}, ...-risk_coverage.{csv,png}            (ground truth only)
+  ...-quality.json                counts; detection and pose level; risk-coverage
+  ...-detection.csv               per model: correct / false positives / misses, AUROC
+  ...-pose.csv                    per measure and model: people, Pearson, Spearman, AUSE
+  ...-sparsification.{csv,png}    the pose level's curves
+  ...-risk_coverage.{csv,png}     AP after rejecting the most uncertain people
+(all but the first three with ground truth only; the layers: model.uncertainty's docstring).
 
 Every table is a pandas DataFrame of formatted cells (model.report.tables).
 """
@@ -23,20 +27,25 @@ from model.report.tables import frame, write_csv
 from model.runs import RunLayout
 from model.skeleton import LIMB_NAMES
 from model.uncertainty import (DEFAULT_MATCH_OKS, GT_MATCH_OKS, MEASURES, MODEL_LABELS,
-                               limb_summary)
+                               detection_outcome, limb_summary)
 from model.uncertainty_set import collect_people, finite_records, load_ground_truth, quality
 
 log = logging.getLogger(__name__)
 
 PERSON_HEADER = (["image_id", "person", "found_by", "num_experts", "flagged", "translational",
                   "rotational", "limbs_compared", "gt_id"]
-                 + [f"oks_{m}" for m in MODEL_LABELS])
+                 + [f"oks_{m}" for m in MODEL_LABELS]
+                 + [f"detection_{m}" for m in MODEL_LABELS])
 LIMB_HEADER = ["limb", "translational", "rotational", "people_translational",
                "people_rotational"]
 SPARSIFICATION_HEADER = ["measure", "model", "fraction_removed", "mean_error",
                          "oracle_mean_error"]
 RISK_HEADER = ["measure", "model", "rejected_fraction", "people_kept", "predictions_kept",
                "ap", "ap_kept_people"]
+DETECTION_HEADER = (["model", "people", "found_by_fewer_than_two", "cases", "correct",
+                     "false_positives", "misses"] + [f"auroc_{m}" for m in MEASURES])
+POSE_HEADER = ["measure", "model", "people", "pearson_r", "pearson_p", "spearman_r",
+               "spearman_p", "ause", "note"]
 
 
 def _fmt(x):
@@ -60,9 +69,14 @@ def limb_table(people):
 
 
 def person_table(people):
-    """One row per matched person: who found it, its disagreement, its ground truth and the
-    OKS of each model's prediction of it."""
+    """One row per matched person: who found it, its disagreement, its ground truth, the OKS
+    of each model's prediction of it and its detection-level case for each model (empty
+    without ground truth)."""
     n_models = len(people["records"])
+    gt_known = bool(np.isfinite(people["oks"][:, :n_models]).all())     # NaN: no ground truth
+    outcome = [detection_outcome(people["predicted"][:, m], people["gt_id"],
+                                 people["oks"][:, m]) if gt_known else None
+               for m in range(n_models)]
     rows = []
     for k in range(len(people["image_id"])):
         gt = int(people["gt_id"][k])
@@ -73,8 +87,11 @@ def person_table(people):
                      _fmt(float(people["rotational"][k])), int(people["limbs_compared"][k]),
                      "" if gt < 0 else gt]
                     + [_fmt(float(people["oks"][k, m])) if m < n_models else ""
+                       for m in range(len(MODEL_LABELS))]
+                    + [outcome[m][k] if m < n_models and outcome[m] is not None else ""
                        for m in range(len(MODEL_LABELS))])
     return frame(rows, PERSON_HEADER)
+
 
 def sparsification_table(curves_per_measure):
     rows = []
@@ -83,6 +100,25 @@ def sparsification_table(curves_per_measure):
             rows += [[measure, model_label, _fmt(float(a)), _fmt(float(b)), _fmt(float(c))]
                      for a, b, c in zip(f, curve, oracle)]
     return frame(rows, SPARSIFICATION_HEADER)
+
+
+def detection_table(detection):
+    """Layer (a), one row per model."""
+    return frame([[m, detection["people"], detection["found_by_fewer_than_two"], r["cases"],
+                   r["correct"], r["false_positives"], r["misses"]]
+                  + [_fmt(r["auroc"][measure]) for measure in MEASURES]
+                  for m, r in detection["models"].items()], DETECTION_HEADER)
+
+
+def pose_table(pose):
+    """Layer (b), one row per measure and model; empty statistics where n/a."""
+    rows = []
+    for measure, per_model in pose["correlation"].items():
+        for m, c in per_model.items():
+            rows.append([measure, m, c["n"], _fmt(c["pearson_r"]), _fmt(c["pearson_p"]),
+                         _fmt(c["spearman_r"]), _fmt(c["spearman_p"]),
+                         _fmt(pose["ause"][measure][m]), c.get("note", "")])
+    return frame(rows, POSE_HEADER)
 
 
 def risk_table(risk_coverage):
@@ -143,21 +179,33 @@ def load_inputs(layout, data_type, coco_root, num_images, ensemble_effect, notes
 
 
 def write_quality(out, data_type, num_images, people, coco_gt, image_ids):
-    """The ground-truth outputs: quality numbers (returned), sparsification and
-    risk-coverage CSV and figures (their file names returned too)."""
+    """The ground-truth outputs: quality numbers (returned), the two layers' CSV,
+    sparsification (pose level) and risk-coverage CSV and figures (their suffixes returned
+    too)."""
     q = quality(people, coco_gt, image_ids)
+    write_csv(out.uncertainty_file(data_type, num_images, "-detection.csv"),
+              detection_table(q["detection"]))
+    write_csv(out.uncertainty_file(data_type, num_images, "-pose.csv"), pose_table(q["pose"]))
     write_csv(out.uncertainty_file(data_type, num_images, "-sparsification.csv"),
               sparsification_table(q["sparsification"]))
     write_csv(out.uncertainty_file(data_type, num_images, "-risk_coverage.csv"),
               risk_table(q["risk_coverage"]))
-    title = f"{data_type} ({len(people['image_id'])} people)"
-    plots.plot_sparsification(out.uncertainty_file(data_type, num_images,
-                                                   "-sparsification.png"),
-                              q["sparsification"], title)
+    people_pose = "/".join(str(v) for v in q["pose"]["people"].values())
+    plots.plot_sparsification(
+        out.uncertainty_file(data_type, num_images, "-sparsification.png"),
+        q["sparsification"], f"{data_type}, pose level ({people_pose} people of "
+        f"{'/'.join(q['pose']['people'])})")
     plots.plot_risk_coverage(out.uncertainty_file(data_type, num_images, "-risk_coverage.png"),
-                             risk_curves(q["risk_coverage"]), title)
-    return q, ["-sparsification.csv", "-sparsification.png", "-risk_coverage.csv",
-               "-risk_coverage.png"]
+                             risk_curves(q["risk_coverage"]),
+                             f"{data_type} ({len(people['image_id'])} people)")
+    return q, ["-detection.csv", "-pose.csv", "-sparsification.csv", "-sparsification.png",
+               "-risk_coverage.csv", "-risk_coverage.png"]
+
+
+def _means(people, selected):
+    """Mean of each disagreement over the selected people (None without any)."""
+    return {m: float(people[m][selected].mean()) if selected.any() else None
+            for m in MEASURES}
 
 
 def analyse(data_type, results_dir, coco_root, num_images=None, match_oks=DEFAULT_MATCH_OKS,
@@ -200,13 +248,13 @@ def analyse(data_type, results_dir, coco_root, num_images=None, match_oks=DEFAUL
     summary = {"data_type": data_type, "num_images": num_images, "match_oks": match_oks,
                "gt_match_oks": GT_MATCH_OKS, "ensemble": EFFECT_NAMES[ensemble_effect]
                if ensemble is not None else None, "counts": counts, "notes": notes,
-               "mean": {m: float(people[m].mean()) if len(people[m]) else None
-                        for m in MEASURES},
+               "mean_all_people": _means(people, np.ones(len(people["flagged"]), bool)),
+               "mean_found_by_at_least_two": _means(people, ~people["flagged"].astype(bool)),
                "randomness": "none: the analysis is deterministic (no seed)"}
     written = [".csv", "-persons.csv"]
     if coco_gt is not None:
         q, more = write_quality(out, data_type, num_images, people, coco_gt, image_ids)
-        summary.update(correlation=q["correlation"], ause=q["ause"],
+        summary.update(detection=q["detection"], pose=q["pose"], all_people=q["all_people"],
                        risk_coverage=q["risk_coverage"])
         written += more
     stem = out.uncertainty_stem(data_type, num_images).name
