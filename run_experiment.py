@@ -32,6 +32,9 @@ from model.steps import (check_flags, data_steps, evaluation_steps, num_eval_ima
 from model.report import write_summary
 
 log = logging.getLogger("run_experiment")
+# Images per evaluation set on the synthetic mini-COCO (of its 125 held-out val2014 images):
+# seven models are evaluated on each of the four sets, which is most of the demo's time.
+SYNTHETIC_EVAL_IMAGES = 80
 
 
 def parse_args(argv=None):
@@ -47,12 +50,15 @@ def parse_args(argv=None):
     p.add_argument("--num_val", type=int, default=250, help="synthetic val2014 images")
     p.add_argument("--val_holdout", type=int, default=2645,
                    help="held-out val2014 images (capped at half of val2014)")
-    p.add_argument("--num_eval", type=int, default=1000, help="images per evaluation set")
+    p.add_argument("--num_eval", type=int, default=None,
+                   help="images per evaluation set (default: 1000, the fork's; "
+                        f"{SYNTHETIC_EVAL_IMAGES} with --synthetic true, which keeps the demo "
+                        "within 20 minutes)")
     p.add_argument("--config", default="small",
                    help=f"recipe: network and defaults ({', '.join(RECIPES)})")
     p.add_argument("--pose_epochs", type=int, default=6,
                    help="epochs of the base network on normal images")
-    p.add_argument("--finetune_epochs", type=int, default=2,
+    p.add_argument("--finetune_epochs", type=int, default=1,
                    help="epochs of each expert and of the generalist, all warm-started from "
                         "the base network (the normal expert on normal images), so every "
                         "column of the AP table has the same budget; 0 = no base network: "
@@ -93,7 +99,7 @@ def parse_args(argv=None):
     p.add_argument("--fuse_skip_below", type=float, default=0.05,
                    help="ensemble.py --skip_below for the fused ensemble: an expert the "
                         "classifier gives less than this probability is not run on the image")
-    p.add_argument("--robustness_images", type=int, default=10,
+    p.add_argument("--robustness_images", type=int, default=8,
                    help="images of the normal evaluation set in the severity sweep "
                         "(eval/robustness.py: 16 corrupted copies each)")
     p.add_argument("--force", type=str2bool, default=False, help="redo every step")
@@ -118,6 +124,8 @@ def resolve_defaults(a):
     if a.coco_root is None:
         a.coco_root = (paths.DEFAULT_COCO_ROOT if a.output_root is None
                        else a.output_root / "COCO")
+    if a.num_eval is None:
+        a.num_eval = SYNTHETIC_EVAL_IMAGES if a.synthetic else 1000
     recipe = get_recipe(a.config)
     c = recipe.classifier
     for name, value in (("classifier_arch", c.arch), ("classifier_epochs", c.epochs),

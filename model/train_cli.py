@@ -18,10 +18,7 @@ from model.train_config import (DISTRIBUTE, INITS, MIXED_PRECISION, TrainConfig,
 
 
 def precision(text):
-    """argparse type of --mixed_precision ("auto" is resolved when the run's settings are
-    checked, which logs the choice)."""
-    if str(text).strip().lower() == "auto":
-        return "auto"
+    """argparse type of --mixed_precision."""
     try:
         return resolve_mixed_precision(text)
     except UserError:
@@ -75,12 +72,11 @@ def build_parser(description=None):
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="threads preparing batches ahead; 0 = in the training thread "
                              "(default: %(default)s)")
-    parser.add_argument("--mixed_precision", type=precision, default="auto",
-                        help="auto | false (float32) | float16 (Keras mixed_float16, dynamic "
-                             "loss scaling; 'true' means float16) | bfloat16 (mixed_bfloat16, "
-                             "no loss scaling); outputs and losses stay float32. auto: "
-                             "bfloat16 on a CPU with native bfloat16 (AMX or AVX512_BF16) "
-                             "and no GPU, else float32 (default: auto)")
+    parser.add_argument("--mixed_precision", type=precision, default=False,
+                        help="false (float32) | float16 (Keras mixed_float16, dynamic loss "
+                             "scaling; 'true' means float16) | bfloat16 (mixed_bfloat16, no "
+                             "loss scaling); outputs and losses stay float32 "
+                             "(default: false)")
     parser.add_argument("--distribute", default="none", choices=list(DISTRIBUTE),
                         help="none | mirrored (every visible GPU) | multiworker (TF_CONFIG) "
                              "(default: %(default)s)")

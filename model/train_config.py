@@ -27,7 +27,7 @@ DISTRIBUTE = ("none", "mirrored", "multiworker")
 INITS = ("auto", "caffe", "he")
 # --mixed_precision: False (float32), or the compute dtype of Keras' mixed policy. float16
 # trains with dynamic loss scaling; bfloat16 has float32's exponent range and needs none.
-MIXED_PRECISION = ("auto", "false", "float16", "bfloat16")
+MIXED_PRECISION = ("false", "float16", "bfloat16")
 KERAS_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 # Old command lines and configurations: "true" (and True) meant float16.
 _PRECISION_ALIASES = {**dict.fromkeys(("true", "t", "1", "yes", "y", "on", "mixed_float16"),
@@ -36,51 +36,13 @@ _PRECISION_ALIASES = {**dict.fromkeys(("true", "t", "1", "yes", "y", "on", "mixe
                       "mixed_bfloat16": "bfloat16"}
 
 
-# CPU flags (Linux /proc/cpuinfo) of native bfloat16 matrix instructions, which oneDNN uses
-# for mixed_bfloat16 convolutions. Without them bfloat16 is emulated and slower than float32.
-NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def cpu_flags(cpuinfo="/proc/cpuinfo"):
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return set()
-    return {f for line in text.splitlines() if line.startswith("flags")
-            for f in line.split(":", 1)[1].split()}
-
-
-def nvidia_gpu_visible():
-    """Whether a CUDA GPU may be visible, without loading TensorFlow: the NVIDIA driver lists
-    one and CUDA_VISIBLE_DEVICES does not hide them all."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
-        return False
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
-
-
-def auto_precision(flags=None, gpu=None):
-    """(precision, why) of --mixed_precision auto: bfloat16 on a CPU with native bfloat16
-    matrix instructions and no GPU (the small configuration's train step 3.4x faster than
-    float32 there, the same validation loss after an epoch: BENCHMARKS.md), else float32 (a
-    GPU keeps the recipe's float32 unless asked; an AVX2 CPU would emulate bfloat16)."""
-    flags = cpu_flags() if flags is None else set(flags)
-    gpu = nvidia_gpu_visible() if gpu is None else gpu
-    native = sorted(flags & set(NATIVE_BF16_FLAGS))
-    if native and not gpu:
-        return "bfloat16", f"the CPU has {', '.join(native)} and no GPU is visible"
-    return False, ("a GPU is visible" if gpu else "the CPU has no native bfloat16")
-
-
 def resolve_mixed_precision(value):
     """False, "float16" or "bfloat16" for a --mixed_precision value (True and "true" are
-    float16; "auto" is auto_precision's choice); UserError for anything else."""
+    float16); UserError for anything else."""
     if value is None or value is False:
         return False
     text = "float16" if value is True else _PRECISION_ALIASES.get(str(value).strip().lower(),
                                                                   str(value).strip().lower())
-    if text == "auto":
-        return auto_precision()[0]
     if text not in MIXED_PRECISION:
         raise UserError(f"unknown --mixed_precision {value!r}; choose from "
                         f"{', '.join(MIXED_PRECISION)}")
@@ -102,8 +64,6 @@ class TrainConfig:
     steps_per_epoch: int = 0           # 0: one pass over the training data per epoch
     workers: int = 1
     mixed_precision: object = False    # False, "float16" or "bfloat16" (True = float16)
-                                       # or "auto" (auto_precision), until checked
-    precision_note: str = ""           # why "auto" chose what it chose
     distribute: str = "none"
     collective_timeout: float = 300.0  # multiworker: seconds to wait for the cluster / a peer
     devices: list = None               # MirroredStrategy devices (default: all GPUs)
@@ -204,9 +164,6 @@ def _check_flags(cfg):
         raise UserError("--steps_per_epoch, --save_every and --workers must be >= 0")
     if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UserError(f"--lr must be a positive number, got {cfg.lr}")
-    if str(cfg.mixed_precision).strip().lower() == "auto":
-        cfg.mixed_precision, why = auto_precision()
-        cfg.precision_note = f"auto: {why}"
     cfg.mixed_precision = resolve_mixed_precision(cfg.mixed_precision)
     if cfg.distribute not in DISTRIBUTE:
         raise UserError(f"unknown --distribute {cfg.distribute!r}; choose from {DISTRIBUTE}")

@@ -249,12 +249,11 @@ class Trainer:
         cfg, plan = self.cfg, self.plan
         log.info("training: start, config %s, effect %r, %d train / %d val samples, batch %d "
                  "on %d replica(s), %d steps per epoch, epochs %d..%d, schedule %s (base lr "
-                 "%g), %s%s, seed %d, out %s", plan.network.name, cfg.effect,
+                 "%g), %s, seed %d, out %s", plan.network.name, cfg.effect,
                  len(plan.train_samples), len(plan.val_samples), cfg.batch_size,
                  self.replicas, self.steps_per_epoch, self.state.epoch + 1, cfg.epochs,
                  plan.schedule.name, self.state.signature["lr"],
-                 cfg.mixed_precision or "float32",
-                 f" ({cfg.precision_note})" if cfg.precision_note else "", cfg.seed, plan.out_dir)
+                 cfg.mixed_precision or "float32", cfg.seed, plan.out_dir)
 
     # -- one epoch -------------------------------------------------------------------------
 
@@ -378,9 +377,16 @@ class Trainer:
                  row["samples_per_s"])
 
     def export(self, path):
-        """The plain network (batch normalisation folded in) to a weight file."""
+        """The plain network (batch normalisation folded in) to a weight file; UserError,
+        before anything is written, when a weight is not finite (a diverged run would
+        otherwise be evaluated as a network that finds nobody)."""
         if self.plan.batch_norm:
             fold_batch_norm(self.training_model, self.export_model, self.plan.network)
+        for layer in self.export_model.layers:
+            if not all(np.isfinite(w).all() for w in layer.get_weights()):
+                raise UserError(f"training diverged: layer {layer.name} has non-finite "
+                                f"weights after epoch {self.state.epoch}; nothing written to "
+                                f"{path}")
         network.save_weights(self.export_model, path)
 
     # -- end -------------------------------------------------------------------------------

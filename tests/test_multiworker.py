@@ -55,9 +55,6 @@ def command(hdf5_dir, out_dir, *extra, steps=2):
             "--steps_per_epoch", str(steps), "--batch_size", "2", "--workers", "0",
             "--save_every", "0", "--tensorboard", "false", "--progress", "false", "--seed", "3",
             "--batch_norm", "false",
-            # float32 on every machine ("auto" picks bfloat16 on some CPUs): the tolerance
-            # below is float32's
-            "--mixed_precision", "false",
             "--hdf5_dir", str(hdf5_dir), "--out_dir", str(out_dir), *extra]
 
 

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from model import network, optim, paths, state, train_cli, train_config, train_step, trainer
+from model import network, optim, paths, state, train_config, train_step, trainer
 from model.batchnorm import BN_SUFFIX, build_bn_training_model, fold_batch_norm
 from model.errors import UserError
 from model.hdf5 import generate_hdf5
@@ -389,7 +389,7 @@ def test_cli_bad_input_one_line(tmp_path):
     r = run_cli("--mixed_precision", "maybe")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
-        "train_pose.py: error: argument --mixed_precision: expected one of auto, false, float16, "
+        "train_pose.py: error: argument --mixed_precision: expected one of false, float16, "
         "bfloat16 (true = float16), got 'maybe'")
 
 
@@ -540,21 +540,20 @@ def test_mixed_precision_flag_values_and_old_states():
         state.check_resume(old, {"mixed_precision": "bfloat16", "seed": 0}, "s.h5")
 
 
-def test_auto_precision_picks_bfloat16_only_where_the_cpu_has_it(tmp_path):
-    assert train_config.auto_precision({"avx2", "amx_bf16", "amx_tile"}, gpu=False) == \
-        ("bfloat16", "the CPU has amx_bf16 and no GPU is visible")
-    assert train_config.auto_precision({"avx2", "avx512f", "avx512_bf16"}, gpu=False)[0] == \
-        "bfloat16"
-    assert train_config.auto_precision({"avx2", "fma"}, gpu=False) == \
-        (False, "the CPU has no native bfloat16")
-    assert train_config.auto_precision({"amx_bf16"}, gpu=True) == (False, "a GPU is visible")
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512_bf16\n\n"
-                       "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512_bf16\n")
-    assert train_config.cpu_flags(cpuinfo) == {"fpu", "sse2", "avx2", "avx512_bf16"}
-    assert train_config.cpu_flags(tmp_path / "missing") == set()
-    # The flag: "auto" is kept until the settings are checked, then resolved and logged.
-    assert train_cli.build_parser().parse_args([]).mixed_precision == "auto"
-    cfg = train_config.TrainConfig(mixed_precision="auto")
-    train_config._check_flags(cfg)
-    assert cfg.mixed_precision == train_config.auto_precision()[0]
+
+def test_a_diverged_network_is_not_written(tmp_path):
+    """Non-finite weights stop the run with one line instead of a weight file that an
+    evaluation would score as a network that finds nobody."""
+    from types import SimpleNamespace
+    model = network.build_pose_model(network.PoseConfig("w", num_stages=1, width=0.125,
+                                                        input_size=32), vgg19=None, seed=0)
+    fake = SimpleNamespace(plan=SimpleNamespace(batch_norm=False), export_model=model,
+                           state=SimpleNamespace(epoch=5))
+    trainer.Trainer.export(fake, tmp_path / "weights.0005.h5")      # finite: written
+    assert (tmp_path / "weights.0005.h5").is_file()
+    kernel, bias = model.get_layer("conv1_2").get_weights()
+    model.get_layer("conv1_2").set_weights([kernel, np.full_like(bias, np.nan)])
+    with pytest.raises(UserError, match="training diverged: layer conv1_2 has non-finite "
+                                        "weights after epoch 5"):
+        trainer.Trainer.export(fake, tmp_path / "weights.0006.h5")
+    assert not (tmp_path / "weights.0006.h5").exists()
