@@ -50,24 +50,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def network_outputs(model, image, settings):
-    """[(scale, flipped, pafs, heatmaps)] of one BGR image: every input through the model."""
-    return [(scale, flipped, *(o[0] for o in inference.run_network(model, batch[None])))
-            for scale, flipped, batch in inference.network_inputs(image, settings)]
-
-
-def decode_at(outputs, image_hw, settings):
-    """People of one image from its network outputs, on the working grid of settings."""
-    heat, pafs = None, inference.GridPafs(image_hw, settings.resolution)
-    weight = 1.0 / len(outputs)
-    for scale, flipped, paf, heatmaps in outputs:
-        h = inference.heatmaps_to_grid(heatmaps, image_hw, scale, settings.resolution)
-        h = inference.unflip_heatmaps(h) if flipped else h
-        heat = h * weight if heat is None else heat + h * weight
-        pafs.add(paf, scale, flipped, weight)
-    return inference.decode_maps(heat, pafs, image_hw, settings)
-
-
 def evaluate_set(model, coco, images, image_dir, settings, resolutions):
     """{r: (AP, decoding ms per image)} of one set, the network run once per image."""
     records = {r: [] for r in resolutions}
@@ -78,11 +60,11 @@ def evaluate_set(model, coco, images, image_dir, settings, resolutions):
         image, reason = read_image_checked(image_dir / im["file_name"], size)
         if image is None:
             raise UserError(f"{reason}: {image_dir / im['file_name']}")
-        outputs = network_outputs(model, image, settings)
+        outputs = inference.network_outputs([model], image, settings)
         for r in resolutions:
             t0 = time.perf_counter()
-            people = decode_at(outputs, image.shape[:2],
-                               dataclasses.replace(settings, resolution=r))
+            people = inference.decode_outputs(
+                outputs, image.shape[:2], dataclasses.replace(settings, resolution=r), [1.0])
             seconds[r] += time.perf_counter() - t0
             records[r].extend(decode.people_to_coco(people, im["id"]))
         predicted.append(int(im["id"]))

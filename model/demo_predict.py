@@ -69,38 +69,6 @@ class Prediction:
             self.uncertain = [False] * len(self.people)
 
 
-def network_outputs(models, image, settings, timer):
-    """[(scale, flipped, [(pafs, heatmaps) of each model])] of one BGR image: every input of
-    model.inference.network_inputs through every model."""
-    inputs = inference.network_inputs(np.ascontiguousarray(image), settings)
-    with timer("network"):
-        return [(scale, flipped, [inference.run_network(m, batch[None]) for m in models])
-                for scale, flipped, batch in inputs]
-
-
-def average_maps(outputs, image_hw, settings, model_weights):
-    """(part heatmaps, GridPafs) on the working grid: the mean over the inputs of the
-    models' maps weighted by `model_weights` (summing to 1; a model of weight 0 is left
-    out), accumulated as model.inference.predict_people does."""
-    heat, pafs = None, inference.GridPafs(image_hw, settings.resolution)
-    for scale, flipped, per_model in outputs:
-        for (paf, heatmaps), w in zip(per_model, model_weights):
-            if w <= 0:
-                continue
-            h = inference.heatmaps_to_grid(heatmaps[0], image_hw, scale, settings.resolution)
-            if flipped:
-                h = inference.unflip_heatmaps(h)
-            weight = w / len(outputs)
-            heat = h * weight if heat is None else heat + h * weight
-            pafs.add(paf[0], scale, flipped, weight)
-    return heat, pafs
-
-
-def decode_outputs(outputs, image_hw, settings, model_weights):
-    heat, pafs = average_maps(outputs, image_hw, settings, model_weights)
-    return inference.decode_maps(heat, pafs, image_hw, settings)
-
-
 class SinglePose:
     """One network (Keras, ONNX Runtime or OpenVINO: model.backends.load_model)."""
 
@@ -108,9 +76,10 @@ class SinglePose:
         self.model, self.settings = model, settings
 
     def __call__(self, image, timer):
-        outputs = network_outputs([self.model], image, self.settings, timer)
+        with timer("network"):
+            outputs = inference.network_outputs([self.model], image, self.settings)
         with timer("decoding"):
-            people = decode_outputs(outputs, image.shape[:2], self.settings, [1.0])
+            people = inference.decode_outputs(outputs, image.shape[:2], self.settings, [1.0])
         return Prediction(people)
 
 
@@ -200,10 +169,11 @@ class ExpertEnsemble:
         hw = image.shape[:2]
         with timer("classifier"):
             probs = np.asarray(self.classifier(image), np.float64)
-        outputs = network_outputs(self.experts, image, self.settings, timer)
+        with timer("network"):
+            outputs = inference.network_outputs(self.experts, image, self.settings)
         with timer("decoding"):
             one_hot = np.eye(len(self.experts))
-            expert_people = [decode_outputs(outputs, hw, self.settings, w) for w in one_hot]
+            expert_people = [inference.decode_outputs(outputs, hw, self.settings, w) for w in one_hot]
             chosen = route_choice({0: probs}, [0])[0]
             frame = {"ensemble": self.method, "domain": EFFECT_NAMES[EXPERT_EFFECTS[chosen]],
                      "domain_probabilities": {EFFECT_NAMES[x]: round(float(p), 6)
@@ -213,7 +183,7 @@ class ExpertEnsemble:
                 frame["expert"] = EFFECT_NAMES[EXPERT_EFFECTS[chosen]]
             else:
                 weights = fusion_weights(probs)
-                people = decode_outputs(outputs, hw, self.settings, weights)
+                people = inference.decode_outputs(outputs, hw, self.settings, weights)
                 frame["fusion_weights"] = {EFFECT_NAMES[x]: round(float(w), 6)
                                            for x, w in zip(EXPERT_EFFECTS, weights)}
         with timer("uncertainty"):

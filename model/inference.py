@@ -388,6 +388,38 @@ def network_inputs(image, settings):
     return inputs
 
 
+def network_outputs(models, image, settings):
+    """[(scale, flipped, [(pafs, heatmaps) of each model])] of one BGR image: every input of
+    network_inputs through every model, once (the demo, the robustness sweep and the
+    resolution benchmark decode several ways from them)."""
+    inputs = network_inputs(np.ascontiguousarray(image), settings)
+    return [(scale, flipped, [run_network(m, batch[None]) for m in models])
+            for scale, flipped, batch in inputs]
+
+
+def average_maps(outputs, image_hw, settings, model_weights):
+    """(part heatmaps, GridPafs) on the working grid from network_outputs: the mean over the
+    inputs of the models' maps weighted by `model_weights` (summing to 1; a model of weight
+    0 is left out), accumulated as predict_people does."""
+    heat, pafs = None, GridPafs(image_hw, settings.resolution)
+    for scale, flipped, per_model in outputs:
+        for (paf, heatmaps), w in zip(per_model, model_weights):
+            if w <= 0:
+                continue
+            h = heatmaps_to_grid(heatmaps[0], image_hw, scale, settings.resolution)
+            if flipped:
+                h = unflip_heatmaps(h)
+            weight = w / len(outputs)
+            heat = h * weight if heat is None else heat + h * weight
+            pafs.add(paf[0], scale, flipped, weight)
+    return heat, pafs
+
+
+def decode_outputs(outputs, image_hw, settings, model_weights):
+    heat, pafs = average_maps(outputs, image_hw, settings, model_weights)
+    return decode_maps(heat, pafs, image_hw, settings)
+
+
 class Accumulator:
     """Running weighted mean of one image's maps on its working grid."""
 

@@ -284,14 +284,6 @@ class DomainClassifier:
 
 # ------------------------------------------------------------------------------ one image
 
-def network_outputs(models, image, settings):
-    """[(scale, flipped, [(pafs, heatmaps) of each model])]: every input of one BGR image
-    (model.inference.network_inputs) through every model, once."""
-    inputs = inference.network_inputs(np.ascontiguousarray(image), settings)
-    return [(scale, flipped, [inference.run_network(m, batch[None]) for m in models])
-            for scale, flipped, batch in inputs]
-
-
 def heatmap_grid(outputs, m, image_hw, settings):
     """Model m's part heatmaps on the working grid, the mean over the inputs (weights and
     order as model.inference's accumulator, so a single model's maps are the same)."""
@@ -323,7 +315,7 @@ def predict_image(models, effects_run, image, probs, settings, skip_below=0.0, t
     timer = timer if timer is not None else defaultdict(float)
     hw, experts = image.shape[:2], len(EXPERT_EFFECTS)
     t0 = time.perf_counter()
-    outputs = network_outputs(models, image, settings)
+    outputs = inference.network_outputs(models, image, settings)
     t1 = time.perf_counter()
     heats = [heatmap_grid(outputs, m, hw, settings) for m in range(len(models))]
     one_hot = np.eye(len(models))

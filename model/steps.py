@@ -20,7 +20,7 @@ from pathlib import Path
 
 from model import paths, synthetic
 from model.domains import (BASE, EFFECT_NAMES, ENSEMBLE, ENSEMBLE_FUSE, NORMAL, NORMAL_GAMMA,
-                           TRAINED_MODELS)
+                           TRAINED_MODELS, weights_effect)
 from model.errors import UserError
 from model.experiment import NOT_RUN, Step
 from model.runs import METRICS_CSV, RunLayout, robustness_folder, run_folder
@@ -276,11 +276,11 @@ def evaluation_steps(a, d, runner):
             return [run_folder(d["eval"], t, effect, num) / METRICS_CSV]
         # The experts, then the two baselines: the generalist and the normal expert's
         # weights behind a test-time gamma correction.
-        for e, weights in [(m, m) for m in TRAINED_MODELS] + [(NORMAL_GAMMA, NORMAL)]:
+        for e in TRAINED_MODELS + (NORMAL_GAMMA,):
             steps.append(Step(f"eval_{t}_{EFFECT_NAMES[e]}", [
                 "python", SCRIPT["eval"], "--effect", e, "--coco_dataType", t, "--config",
                 a.config, "--scale_mode", a.scale_mode, "--scale_search", a.scale_search,
-                "--weights", expert_weights(a, d, weights),
+                "--weights", expert_weights(a, d, weights_effect(e)),
                 "--seed", a.seed, *common], metrics(e)))
         for method, effect in ENSEMBLE_METHODS:
             steps.append(Step(f"ensemble_{method}_{t}", [

@@ -149,9 +149,10 @@ def test_demo_averages_maps_as_predict_people_does(weights):
     image = np.random.default_rng(0).integers(0, 255, (72, 88, 3), np.uint8)
     settings = inference.InferenceSettings((1.0, 0.75), flip=True, resolution=2)
     timer = demo_predict.StageTimer()
-    outputs = demo_predict.network_outputs([model, model], image, settings, timer)
+    with timer("network"):
+        outputs = inference.network_outputs([model, model], image, settings)
     for w in ([1.0, 0.0], [0.25, 0.75]):
-        heat, pafs = demo_predict.average_maps(outputs, image.shape[:2], settings, w)
+        heat, pafs = inference.average_maps(outputs, image.shape[:2], settings, w)
         ref_heat, ref_paf = inference.predict_maps(
             [model, model] if w[1] else model, image, (1.0, 0.75), True,
             w if w[1] else None, resolution=2)
