@@ -10,7 +10,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install clean-data
+.PHONY: demo test test-slow install clean-data
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) run_experiment.py
 
+# `make test` leaves out the tests marked slow (each over ~20 s: end-to-end runs, full-size
+# networks, kill-and-resume); `make test-slow` runs only those. CI runs both.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow tests
 
 clean-data:
 	rm -rf dataset/COCO dataset/*.h5 training/weights* eval/results train_domain_classifier/log train_domain_classifier/results results

@@ -1,6 +1,6 @@
-"""Network time per image of the pose network in TensorFlow (Keras, eager as the project
-calls it, and as a tf.function graph), ONNX Runtime and OpenVINO, in one run, and the
-post-processing time beside it.
+"""Network time per image of the pose network in TensorFlow (Keras called eagerly, and as a
+tf.function graph, which model/inference.py uses through Keras' predict_on_batch), ONNX
+Runtime and OpenVINO, in one run, and the post-processing time beside it.
 
     python benchmarks/bench_inference.py [--config full] [--repeats 5] [--out FILE.md]
 
@@ -69,8 +69,8 @@ def materialised(call):
 
 
 def tensorflow_backends(config, weights):
-    """The Keras model with `weights`, called eagerly (as model/inference.py calls it) and
-    as a tf.function graph."""
+    """The Keras model with `weights`, called eagerly and as a tf.function graph (what
+    model/inference.py runs, through predict_on_batch)."""
     keras_model = network.build_pose_model(config, weights=str(weights), vgg19=None)
     graph = tf.function(lambda b: keras_model(b, training=False), reduce_retracing=True)
     return {"TensorFlow": materialised(lambda b: keras_model(b, training=False)),

@@ -66,7 +66,7 @@ class FusedBatchNorm(keras.layers.Layer):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
 
 
-def _conv_bn_relu(spec, x, init_seed, synchronized):
+def conv_bn_relu(spec, x, init_seed, synchronized):
     """Conv2D `spec.name`, then (hidden layers) `<name>_bn` and `<name>_relu`."""
     h = keras.layers.Conv2D(
         spec.filters, spec.kernel, padding="same", name=spec.name,
@@ -104,7 +104,7 @@ def build_bn_training_model(config, seed=None, synchronized=False,
             t[spec.name] = keras.layers.Concatenate(axis=-1, name=spec.name)(ins)
         else:
             init_seed = None if seed is None else seed * 1000 + i
-            t[spec.name] = _conv_bn_relu(spec, ins[0], init_seed, synchronized)
+            t[spec.name] = conv_bn_relu(spec, ins[0], init_seed, synchronized)
     outputs = [keras.layers.Multiply(name=f"stage{s}_L{b}")([t[name], mask])
                for s in range(1, cfg.num_stages + 1)
                for b, name in enumerate(network.output_layer_names(cfg, s), 1)]

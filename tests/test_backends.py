@@ -88,6 +88,7 @@ def evaluate(root, results, backend, model_file, *extra):
     return RunLayout(results).folder(DATA_TYPE, "", 16)
 
 
+@pytest.mark.slow
 def test_evaluation_backends_give_the_same_people(eval_root, experts, tmp_path):
     h5, onnx_path = experts[0]
     folders = {b: evaluate(eval_root, tmp_path / b, b, h5 if b == "tensorflow" else onnx_path)
@@ -208,6 +209,7 @@ def fuse(root, results, domain, backend, files):
     return json.loads(out.read_text()), json.loads((out.parent / runs.RUN_JSON).read_text())
 
 
+@pytest.mark.slow
 def test_fused_ensemble_on_onnxruntime_gives_the_same_people(eval_root, experts, tmp_path):
     images = json.loads(paths.annotation_file(eval_root, DATA_TYPE).read_text())["images"]
     rng = np.random.default_rng(0)

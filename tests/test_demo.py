@@ -40,6 +40,7 @@ def run_demo(*args):
                           text=True, cwd="/", env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_demo_on_a_video_and_an_image(clip, weights, synthetic_coco, tmp_path):
     out = tmp_path / "out"
     result = run_demo("--video", clip, "--weights", weights, "--config", "small",
@@ -393,6 +394,7 @@ def test_classifier_prepares_frames_as_the_evaluation_does(classifier_run, synth
     assert int(np.argmax(classifier(dark))) == 1          # the trained net sees the dark one
 
 
+@pytest.mark.slow
 def test_ensemble_writes_domains_and_disagreement(experts, classifier_run, synthetic_coco,
                                                   clip, tmp_path):
     from model.effects import PIXEL_EFFECTS
@@ -468,6 +470,7 @@ def test_missing_experts_or_classifier_are_one_line(experts, classifier_run, tmp
 
 # ------------------------------------------------------------------ backends and bad inputs
 
+@pytest.mark.slow
 def test_onnx_backends_give_the_keras_people(experts, synthetic_coco, tmp_path):
     onnx_file = tmp_path / "small.onnx"
     export.export_onnx("small", experts[0], onnx_file)

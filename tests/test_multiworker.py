@@ -96,6 +96,7 @@ def runs(hdf5_dir, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_chief_equals_one_process_on_the_same_global_batch(runs):
     """Batch normalisation off: with it, the two workers' synchronized batch normalisation
     ended 4 % away from one process's in validation loss (not the same arithmetic yet)."""
@@ -118,6 +119,7 @@ def test_only_the_chief_writes(runs):
     assert list((runs / "worker1").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_killed_worker_stops_the_other_with_one_line(hdf5_dir, tmp_path):
     ports = free_ports(2)
     procs = [start(command(hdf5_dir, tmp_path / f"w{i}", "--distribute", "multiworker",
@@ -165,6 +167,7 @@ def test_bad_tf_config_is_one_line_at_once(hdf5_dir, tmp_path, text, message):
     assert time.time() - t0 < 20      # checked before TensorFlow loads
 
 
+@pytest.mark.slow
 def test_an_unreachable_worker_is_one_line_after_the_timeout(hdf5_dir, tmp_path):
     ports = free_ports(2)           # nobody listens on the second one
     t0 = time.time()

@@ -284,6 +284,7 @@ def read_weights(path):
     return network.read_weight_file(path)
 
 
+@pytest.mark.slow
 def test_run_writes_checkpoints_and_resume_matches_uninterrupted(hdf5_dir, synthetic_coco,
                                                                  tmp_path):
     full = trainer.train(tiny_cfg(hdf5_dir, tmp_path / "a"))
@@ -427,6 +428,7 @@ MIRRORED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_step_matches_single_device():
     r = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
                        env=ENV, timeout=180)
@@ -470,6 +472,7 @@ def test_batch_norm_folds_into_the_plain_network():
         train_config.resolve_batch_norm("auto", "full")
 
 
+@pytest.mark.slow
 def test_mixed_precision_with_batch_norm_trains_and_resumes(hdf5_dir, tmp_path):
     cfg = tiny_cfg(hdf5_dir, tmp_path, mixed_precision=True, batch_norm=True, epochs=1,
                    steps_per_epoch=2, batch_size=2)
