@@ -33,10 +33,10 @@ from model.recipes import get_recipe
 # Variants of a configuration timed as whole steps: (label, PoseConfig field changes).
 VARIANTS = (
     ("as configured", {}),
+    ("refinement kernel 7", {"stage_kernel": 7}),
+    ("refinement kernel 3", {"stage_kernel": 3}),
     ("input 160", {"input_size": 160}),
     ("input 152", {"input_size": 152}),
-    ("refinement kernel 5", {"stage_kernel": 5}),
-    ("refinement kernel 3", {"stage_kernel": 3}),
     ("width 0.1875", {"width": 0.1875}),
 )
 

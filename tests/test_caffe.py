@@ -1,4 +1,5 @@
 """CMU Caffe model import: protobuf, deploy prototxt, conversion checked against OpenCV DNN."""
+import dataclasses
 import os
 import re
 import struct
@@ -250,8 +251,8 @@ def test_mismatching_caffemodel_names_first_layer_and_both_shapes():
                for n, l in enumerate(caffe.random_layers("small"))]
     with pytest.raises(UserError, match=r"conv5_2_CPM_L2 \(Keras Mconv2_stage1_L2\).*no such"):
         caffe.caffe_to_keras(renamed, "small")
-    deeper = network.PoseConfig("deeper", num_stages=4, width=0.25, input_size=184)
-    with pytest.raises(UserError, match=r"Mconv1_stage4_L1: caffemodel has blobs \(32, 89, 7, 7\)"):
+    deeper = dataclasses.replace(network.get_config("small"), name="deeper", num_stages=4)
+    with pytest.raises(UserError, match=r"Mconv1_stage4_L1: caffemodel has blobs \(32, 89, 5, 5\)"):
         caffe.caffe_to_keras(caffe.random_layers(deeper), "small")
 
 
