@@ -158,14 +158,16 @@ def expert_weights(a, d, model):
 
 class RemainingTime:
     """Watches the first training step and logs, once its first epoch is in its log.csv, an
-    estimate of the experiment's remaining time: that epoch's wall time (start-up included)
-    times the epochs still to train, plus, on the synthetic demo, the steps after training
-    scaled from the developers' demo run by the same speed ratio (their time depends on the
-    number of evaluation images, not on the epoch, so on real COCO only training is
-    estimated)."""
-    # The developers' demo (BENCHMARKS.md): the base network's first epoch, start-up
-    # included, and the steps after the training steps, in seconds.
-    REFERENCE_EPOCH_S, REFERENCE_AFTER_TRAINING_S = 72.0, 793.0
+    estimate of the experiment's remaining time: the epochs still to train, each taking that
+    epoch's wall time (start-up included) times the developers' ratio of a later epoch to
+    the first (a later one traces no graph, but a fine-tuning run starts up again), plus, on
+    the synthetic demo, the steps after training scaled from the developers' demo run by the
+    same speed ratio (their time depends on the number of evaluation images, not on the
+    epoch, so on real COCO only training is estimated)."""
+    # The developers' demo (BENCHMARKS.md), in seconds: the base network's first epoch,
+    # start-up included; the mean of the later epochs, the fine-tuning runs' start-up
+    # included; the steps after the training steps.
+    REFERENCE_EPOCH_S, REFERENCE_LATER_EPOCH_S, REFERENCE_AFTER_TRAINING_S = 60.0, 48.0, 460.0
 
     def __init__(self, a, d):
         models = trained_models(a)
@@ -185,7 +187,8 @@ class RemainingTime:
         if self.done or self._rows() <= self.rows_before:
             return
         self.done = True
-        training = seconds * (self.epochs - 1)
+        training = seconds * (self.epochs - 1) * self.REFERENCE_LATER_EPOCH_S / \
+            self.REFERENCE_EPOCH_S
         text = (f"first epoch took {seconds:.0f} s: about {training / 60:.0f} min of training "
                 f"left ({self.epochs - 1} epochs)")
         if self.synthetic:

@@ -3,8 +3,8 @@ as TensorFlow on random-weight networks of the small configuration (weights with
 magnitudes, from converted random caffemodels), the backend in run.json and in the resume
 key, the default .onnx beside the Keras weights, and one-line refusals of wrong files.
 
-What agrees, measured on the 16 synthetic val images (seed-3 network, about 1,270 people,
-since a random network finds many): OpenVINO's records equal TensorFlow's on every image
+What agrees, measured on the 16 synthetic val images (a seed-3 network of the configuration's
+earlier 7x7 refinement, about 1,270 people, since a random network finds many): OpenVINO's records equal TensorFlow's on every image
 (same people, coordinates within 0.01 px, scores within 1e-4 relative; 4 of 4 seeds tried;
 its maps equal Keras' bit for bit on this CPU); ONNX Runtime's maps differ from Keras' by
 about 5e-6 relative, which flips the decoder's thresholds on near ties: 15 of 16 images equal,
@@ -34,10 +34,12 @@ eval_root = test_evaluation.eval_root      # the fixture: the synthetic val imag
 
 @pytest.fixture(scope="module")
 def experts(tmp_path_factory):
-    """Three random small networks: [(Keras .h5, exported .onnx)] with seeds 3, 4, 5."""
+    """Three random small networks: [(Keras .h5, exported .onnx)] with seeds 9, 7, 5. Whether
+    a random network's maps hold people is chance (seed 3 finds none on the set, these 900,
+    238 and 213 on its first 8 images); the tests check that they found many."""
     root = tmp_path_factory.mktemp("backend_experts")
     out = []
-    for seed in (3, 4, 5):
+    for seed in (9, 7, 5):
         weights = converted_weights(root, "small", seed=seed).rename(root / f"s{seed}.h5")
         onnx_path = root / f"s{seed}.onnx"
         export.export_onnx("small", weights, onnx_path)

@@ -337,14 +337,16 @@ def test_person_uncertainty_uses_the_evaluations_matching_and_disagreement():
 @pytest.fixture(scope="module")
 def experts(tmp_path_factory):
     """Three small experts with He-scaled random weights: their maps are far from zero, so
-    each finds many (meaningless) people and the disagreement has people to compare."""
+    each finds many (meaningless) people and the disagreement has people to compare. Whether
+    a random network finds people on a given image is chance: seeds 26-28 find 18-29 on the
+    test image, and some of the same ones (seed 12 finds none)."""
     from test_export import converted_weights
     root = tmp_path_factory.mktemp("experts")
     out = []
     for seed, name in enumerate(("normal", "dark", "motion_blur")):
         folder = root / name
         folder.mkdir()
-        out.append(converted_weights(folder, "small", seed=11 + seed))
+        out.append(converted_weights(folder, "small", seed=26 + seed))
     return out
 
 

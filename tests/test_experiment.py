@@ -238,7 +238,9 @@ def test_the_first_epoch_gives_an_estimate_of_the_remaining_time(tmp_path, caplo
         estimate(60.0)
         estimate(61.0)                       # said once
     (record,) = caplog.records
-    after = steps.RemainingTime.REFERENCE_AFTER_TRAINING_S * 60 / \
-        steps.RemainingTime.REFERENCE_EPOCH_S
-    assert f"about {60 * 13 / 60:.0f} min of training left (13 epochs)" in record.message
-    assert f"about {(60 * 13 + after) / 60:.0f} min in all" in record.message
+    ref = steps.RemainingTime
+    ratio = 60 / ref.REFERENCE_EPOCH_S             # this machine against the developers'
+    training = 13 * ref.REFERENCE_LATER_EPOCH_S * ratio
+    after = ref.REFERENCE_AFTER_TRAINING_S * ratio
+    assert f"about {training / 60:.0f} min of training left (13 epochs)" in record.message
+    assert f"about {(training + after) / 60:.0f} min in all" in record.message

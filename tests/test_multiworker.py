@@ -23,9 +23,12 @@ SCRIPT = REPO / "training" / "train_pose.py"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
        "OMP_NUM_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
 # Measured between the chief and one process (batch normalisation off, see the test): the
-# losses agree to 2e-8 relative, the weights to 5e-5 of each array's largest magnitude (Adam
-# divides by the root of tiny second moments, which magnifies the all-reduce's rounding).
-LOSS_RTOL, WEIGHT_RTOL = 1e-6, 1e-4
+# losses agree to 2e-8 relative, the weights to 5e-5 (7x7 refinement kernels) and 2.7e-4
+# (5x5) of each array's largest magnitude: Adam divides by the root of tiny second moments,
+# which magnifies the all-reduce's rounding. One Adam step of a x8 layer moves a weight by up
+# to 8e-3 (learning rate 1e-3): above the tolerance for every array whose largest weight is
+# under 8, so a wrong update still fails.
+LOSS_RTOL, WEIGHT_RTOL = 1e-6, 1e-3
 
 
 @pytest.fixture(scope="module")
