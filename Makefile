@@ -23,8 +23,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) run_experiment.py
 
-# `make test` leaves out the tests marked slow (each over ~20 s: end-to-end runs, full-size
-# networks, kill-and-resume); `make test-slow` runs only those. CI runs both.
+# `make test` leaves out the tests marked slow (each over ~10 s: end-to-end runs, full-size
+# networks, kill-and-resume, multi-worker training); `make test-slow` runs only those. CI
+# runs both.
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 

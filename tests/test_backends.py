@@ -4,12 +4,12 @@ magnitudes, from converted random caffemodels), the backend in run.json and in t
 key, the default .onnx beside the Keras weights, and one-line refusals of wrong files.
 
 What agrees, measured on the 16 synthetic val images (a seed-3 network of the configuration's
-earlier 7x7 refinement, about 1,270 people, since a random network finds many): OpenVINO's records equal TensorFlow's on every image
-(same people, coordinates within 0.01 px, scores within 1e-4 relative; 4 of 4 seeds tried;
-its maps equal Keras' bit for bit on this CPU); ONNX Runtime's maps differ from Keras' by
-about 5e-6 relative, which flips the decoder's thresholds on near ties: 15 of 16 images equal,
-one with 90 people instead of 89 (4 of them different), and on other seeds 0.2-0.4 % of the
-people differ with equal counts. So the test
+earlier 7x7 refinement, about 1,270 people, since a random network finds many): OpenVINO's
+records equal TensorFlow's on every image (same people, coordinates within 0.01 px, scores
+within 1e-4 relative; 4 of 4 seeds tried; its maps equal Keras' bit for bit on this CPU);
+ONNX Runtime's maps differ from Keras' by about 5e-6 relative, which flips the decoder's
+thresholds on near ties: 15 of 16 images equal, one with 90 people instead of 89 (4 of them
+different), and on other seeds 0.2-0.4 % of the people differ with equal counts. So the test
 asserts exact agreement for OpenVINO and 99 % of the people identical (counts within 1 %) for
 ONNX Runtime; the COCO AP/AR of all three agree to 3 decimals (0 here: random people)."""
 import json
