@@ -52,6 +52,11 @@ def layer_inputs(config):
             yield spec, s
 
 
+def training_gflop(spec, size, batch_size):
+    """GFLOP of one layer's forward and backward pass: 3x the forward multiply-adds x 2."""
+    return 6 * batch_size * size * size * spec.kernel ** 2 * spec.in_channels * spec.filters / 1e9
+
+
 def time_layer(spec, size, batch_size, batch_norm, repeats, seed):
     """Median seconds of one forward + backward pass of the layer alone."""
     x = keras.Input((size, size, spec.in_channels))
@@ -83,8 +88,7 @@ def profile_layers(config, batch_size, batch_norm, repeats, seed):
     rows = []
     for spec, size in layer_inputs(config):
         seconds = time_layer(spec, size, batch_size, batch_norm, repeats, seed)
-        gflop = 6 * batch_size * size * size * spec.kernel ** 2 * spec.in_channels * \
-            spec.filters / 1e9
+        gflop = training_gflop(spec, size, batch_size)
         rows.append({"layer": spec.name, "size": size, "in": spec.in_channels,
                      "out": spec.filters, "kernel": spec.kernel, "ms": seconds * 1000,
                      "gflop": gflop, "gflop_per_s": gflop / seconds})
@@ -125,9 +129,7 @@ def time_variants(config, batch_size, steps, seed):
     for label, changes in VARIANTS:
         cfg = dataclasses.replace(base, **changes)
         r = time_train_steps(cfg, batch_size, steps, 1, seed=seed)
-        gflop = 3 * batch_size * sum(
-            2 * s * s * spec.kernel ** 2 * spec.in_channels * spec.filters
-            for spec, s in layer_inputs(cfg)) / 1e9
+        gflop = sum(training_gflop(spec, s, batch_size) for spec, s in layer_inputs(cfg))
         out.append({"variant": label, **changes, "ms_per_step": r["step_s"] * 1000,
                     "samples_per_s": r["samples_per_s"], "gflop_per_step": gflop})
         print(f"  {label:22s} {r['step_s'] * 1000:7.1f} ms/step {r['samples_per_s']:6.1f} "

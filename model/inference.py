@@ -406,19 +406,14 @@ def network_outputs(models, image, settings):
 def average_maps(outputs, image_hw, settings, model_weights):
     """(part heatmaps, GridPafs) on the working grid from network_outputs: the mean over the
     inputs of the models' maps weighted by `model_weights` (summing to 1; a model of weight
-    0 is left out), accumulated as predict_people does."""
-    heat, pafs = None, GridPafs(image_hw, settings.resolution)
+    0 is left out)."""
+    used = [w > 0 for w in model_weights]
+    acc = Accumulator(image_hw, settings.resolution, len(outputs) * sum(used))
     for scale, flipped, per_model in outputs:
-        for (paf, heatmaps), w in zip(per_model, model_weights):
-            if w <= 0:
-                continue
-            h = heatmaps_to_grid(heatmaps[0], image_hw, scale, settings.resolution)
-            if flipped:
-                h = unflip_heatmaps(h)
-            weight = w / len(outputs)
-            heat = h * weight if heat is None else heat + h * weight
-            pafs.add(paf[0], scale, flipped, weight)
-    return heat, pafs
+        for (paf, heatmaps), w, use in zip(per_model, model_weights, used):
+            if use:
+                acc.add(paf[0], heatmaps[0], scale, flipped, w / len(outputs))
+    return acc.heat, acc.paf
 
 
 def decode_outputs(outputs, image_hw, settings, model_weights):
@@ -445,16 +440,11 @@ class Accumulator:
         return self.remaining == 0
 
 
-def _accumulate(models, image, settings, weights):
-    """The Accumulator holding the weighted mean of one BGR image's maps."""
+def _average(models, image, settings, weights):
+    """(part heatmaps, GridPafs): the weighted mean of one BGR image's maps."""
     models, weights = as_models(models, weights)
-    inputs = network_inputs(np.ascontiguousarray(image), settings)
-    acc = Accumulator(image.shape[:2], settings.resolution, len(inputs) * len(models))
-    for scale, flipped, batch in inputs:
-        for model, w in zip(models, weights):
-            paf, heat = run_network(model, batch[None])
-            acc.add(paf[0], heat[0], scale, flipped, w / len(inputs))
-    return acc
+    return average_maps(network_outputs(models, image, settings), image.shape[:2], settings,
+                        weights)
 
 
 def predict_maps(models, image, scales=(1.0,), flip=False, weights=None, *,
@@ -466,8 +456,8 @@ def predict_maps(models, image, scales=(1.0,), flip=False, weights=None, *,
     One image at a time; a whole set (the evaluation, the fused ensemble with per-image
     weights) goes through predict_dataset, which batches and pipelines the same steps."""
     settings = InferenceSettings(tuple(scales), scale_mode, boxsize, flip, resolution)
-    acc = _accumulate(models, image, settings, weights)
-    return acc.heat, acc.paf.dense()
+    heat, pafs = _average(models, image, settings, weights)
+    return heat, pafs.dense()
 
 
 def decode_maps(heatmaps, pafs, image_hw, settings=InferenceSettings()):
@@ -481,8 +471,8 @@ def decode_maps(heatmaps, pafs, image_hw, settings=InferenceSettings()):
 
 def predict_people(models, image, settings=InferenceSettings(), weights=None):
     """People (model.decode format) of one BGR image."""
-    acc = _accumulate(models, image, settings, weights)
-    return decode_maps(acc.heat, acc.paf, image.shape[:2], settings)
+    heat, pafs = _average(models, image, settings, weights)
+    return decode_maps(heat, pafs, image.shape[:2], settings)
 
 
 def people_json(people, frame, image_hw):
