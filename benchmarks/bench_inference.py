@@ -31,6 +31,8 @@ from bench_decode import fast_postprocess, load_literal
 
 from model import caffe, export, files, inference, network
 from model.cli import main_guard
+from model.errors import UserError
+from model.launcher import limit_threads
 
 SIZES = {"368x368": (368, 368), "640x480": (480, 640)}
 
@@ -157,7 +159,14 @@ def main():
     p.add_argument("--config", default="full", choices=sorted(network.CONFIGS))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", type=Path, default=None, help="also write the table here")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per operation (default: all cores), as Runner.run_groups "
+                        "gives each of its side-by-side steps")
     args = p.parse_args()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        limit_threads(args.threads)
     results, threads = run(args.config, max(1, args.repeats))
     table = format_table(args.config, results, postprocess_ms(max(3, args.repeats)),
                          args.repeats, threads)

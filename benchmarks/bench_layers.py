@@ -123,12 +123,12 @@ def print_layers(rows):
               f"{gflop / ms * 1000:6.1f} GFLOP/s")
 
 
-def time_variants(config, batch_size, steps, seed):
+def time_variants(config, batch_size, steps, seed, batch_norm):
     base = network.get_config(config)
     out = []
     for label, changes in VARIANTS:
         cfg = dataclasses.replace(base, **changes)
-        r = time_train_steps(cfg, batch_size, steps, 1, seed=seed)
+        r = time_train_steps(cfg, batch_size, steps, 1, seed=seed, batch_norm=batch_norm)
         gflop = sum(training_gflop(spec, s, batch_size) for spec, s in layer_inputs(cfg))
         out.append({"variant": label, **changes, "ms_per_step": r["step_s"] * 1000,
                     "samples_per_s": r["samples_per_s"], "gflop_per_step": gflop})
@@ -178,7 +178,7 @@ def main(argv=None):
     if args.variants:
         print(f"\nwhole training steps (random inputs, median of {args.steps}):")
         results["variants"] = time_variants(args.config, args.batch_size, args.steps,
-                                            args.seed)
+                                            args.seed, batch_norm)
     if args.out:
         write_json(args.out, results, indent=1)
         print(f"written {args.out}")

@@ -24,8 +24,10 @@ from model.cli import add_seed, main_guard, str2bool
 from model.domains import EXPERT_EFFECTS, NORMAL
 from model.errors import UserError
 from model.files import write_json
+from model.batchnorm import build_bn_training_model
 from model.optim import make_optimizer
 from model.pipeline import BatchStream, PoseBatches
+from model.recipes import get_recipe
 from model.train_config import KERAS_POLICIES, augment_params, resolve_schedule
 from model.train_step import Stepper, make_strategy, output_names
 from model.trainer import LOSS_SCALED, float32_outputs
@@ -58,7 +60,7 @@ def result_key(precision, jit_compile=False):
     return KERAS_POLICIES.get(precision, "float32") + ("_xla" if jit_compile else "")
 
 
-def build_for_timing(pcfg, batch_size, precision, strategy, seed):
+def build_for_timing(pcfg, batch_size, precision, strategy, seed, batch_norm=False):
     """Training model and built optimizer as model/trainer.py makes them for `precision`:
     the mixed policy while building, float32 outputs, loss scaling for float16 only."""
     if precision not in PRECISIONS:
@@ -68,7 +70,8 @@ def build_for_timing(pcfg, batch_size, precision, strategy, seed):
         keras.mixed_precision.set_global_policy(policy)
     try:
         with strategy.scope():
-            model = network.build_pose_model(pcfg, training=True, vgg19=None, seed=seed)
+            model = (build_bn_training_model(pcfg, seed=seed) if batch_norm else
+                     network.build_pose_model(pcfg, training=True, vgg19=None, seed=seed))
             if policy:
                 model = float32_outputs(model)
             opt = make_optimizer(resolve_schedule("auto", pcfg), None, batch_size, 10 ** 6,
@@ -80,14 +83,18 @@ def build_for_timing(pcfg, batch_size, precision, strategy, seed):
 
 
 def time_train_steps(config="full", batch_size=10, steps=5, warmup=1, precision="float32",
-                     jit_compile=False, seed=0, distribute="none"):
+                     jit_compile=False, seed=0, distribute="none", batch_norm=None):
     """The model's training step alone, on random inputs of the configuration's crop size:
     {"step_s": median seconds per step, "samples_per_s", "first_step_s" (graph tracing, and
-    the XLA compilation with jit_compile), "steps", "batch_size", "precision", ...}."""
+    the XLA compilation with jit_compile), "steps", "batch_size", "precision", ...}.
+    batch_norm: the network with a BatchNormalization after each hidden convolution, as the
+    small configuration trains (None: as the configuration's recipe trains)."""
     pcfg = network.get_config(config)
+    if batch_norm is None:
+        batch_norm = get_recipe(pcfg).batch_norm
     strategy = make_strategy(distribute)
     keras.utils.set_random_seed(seed)
-    model, opt = build_for_timing(pcfg, batch_size, precision, strategy, seed)
+    model, opt = build_for_timing(pcfg, batch_size, precision, strategy, seed, batch_norm)
     names = output_names(pcfg.num_stages)
     inputs, targets = random_batch(pcfg, batch_size, names, seed)
     stepper = Stepper(model, opt, strategy, batch_size, names, jit_compile=jit_compile)
@@ -103,7 +110,7 @@ def time_train_steps(config="full", batch_size=10, steps=5, warmup=1, precision=
             "steps": steps, "warmup": max(1, warmup), "batch_size": batch_size,
             "input_size": pcfg.input_size, "precision": precision,
             "policy": result_key(precision), "jit_compile": bool(jit_compile),
-            "replicas": strategy.num_replicas_in_sync}
+            "batch_norm": bool(batch_norm), "replicas": strategy.num_replicas_in_sync}
 
 
 def time_pipeline(hdf5, config="full", batch_size=10, batches=10, workers=1, effect=NORMAL,
@@ -144,6 +151,9 @@ def parse_args(argv=None):
                         "bfloat16 = mixed_bfloat16 (default: %(default)s)")
     parser.add_argument("--jit_compile", default="false", choices=["false", "true", "both"],
                         help="XLA-compile the train step (default: %(default)s)")
+    parser.add_argument("--batch_norm", type=str2bool, default=None,
+                        help="time the network with batch normalisation (default: as the "
+                             "configuration trains: small with, full without)")
     parser.add_argument("--distribute", default="none", choices=["none", "mirrored"],
                         help="mirrored: every visible GPU (default: %(default)s)")
     parser.add_argument("--hdf5_dir", type=Path, default=paths.DATASET_DIR,
@@ -176,12 +186,14 @@ def main(argv=None):
     jit = {"both": [False, True], "true": [True], "false": [False]}[args.jit_compile]
     results = {"config": cfg.name, "input_size": cfg.input_size, "seed": args.seed,
                "device": device_description(), "model": {}}
+    batch_norm = get_recipe(cfg).batch_norm if args.batch_norm is None else args.batch_norm
+    results["batch_norm"] = batch_norm
     print(f"device: {results['device']}; config {cfg.name} at {cfg.input_size} x "
-          f"{cfg.input_size}, batch {args.batch_size}, seed {args.seed}")
+          f"{cfg.input_size}, batch {args.batch_size}, batch norm {batch_norm}, seed {args.seed}")
     for precision, compiled in [(p, j) for p in dict.fromkeys(args.precisions) for j in jit]:
         start = time.time()
         r = time_train_steps(cfg, args.batch_size, args.steps, args.warmup, precision,
-                             compiled, args.seed, args.distribute)
+                             compiled, args.seed, args.distribute, batch_norm)
         key = result_key(precision, compiled)
         results["model"][key] = r
         print(f"model {key:18s}: {r['step_s'] * 1000:9.1f} ms/step, "

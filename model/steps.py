@@ -4,10 +4,12 @@ Three groups, in the order they run:
   data_steps        synthetic mini-COCO -> masks -> HDF5 -> the domain-shifted evaluation sets
   training_steps    the three experts -> the domain classifier -> its validation and its
                     domain probabilities for every evaluation set
-  evaluation_steps  per evaluation set: the three experts, the routed and the fused ensemble,
+  evaluation_steps  per evaluation set (groups run two at a time): the three experts, the
+                    generalist and the gamma baseline, the routed and the fused ensemble,
                     then the experts' disagreement (uncertainty)
 Each builder takes the runner's resolved flags `a` (see run_experiment.parse_args), the output
-folders `d` (output_dirs) and the Runner (model.experiment), and returns a list of Steps. A
+folders `d` (output_dirs) and the Runner (model.experiment), and returns a list of Steps
+(evaluation_steps: a list of such lists, see Runner.run_groups). A
 step's outputs are the files that prove it finished; its `redo` flags make its script redo
 finished work when the step reruns (see model.experiment).
 """
@@ -83,8 +85,10 @@ def check_flags(a, d):
     """UserError, before step 1, for any flag the steps' scripts would refuse later (the
     classifier's architecture is checked by run_experiment.py, which may import torch)."""
     counts = {"num_train": 1, "num_val": 1, "val_holdout": 1, "num_eval": 1,
-              "pose_epochs": 1, "finetune_epochs": 0, "robustness_images": 1, "pose_steps": 0, "pose_batch": 1,
-              "classifier_epochs": 1, "classifier_input_size": 1, "classifier_keep_last": 0}
+              "pose_epochs": 1, "finetune_epochs": 0, "robustness_images": 1, "pose_steps": 0,
+              "finetune_steps": 0, "pose_batch": 1,
+              "classifier_epochs": 1, "classifier_input_size": 1, "classifier_keep_last": 0,
+              "classifier_workers": 0}
     for name, least in counts.items():
         if getattr(a, name) < least:
             raise UserError(f"--{name} must be >= {least}, got {getattr(a, name)}")
@@ -152,47 +156,64 @@ def model_epochs(a, model):
     return a.pose_epochs if model == BASE or a.finetune_epochs == 0 else a.finetune_epochs
 
 
+def model_steps_per_epoch(a, model):
+    """train_pose.py --steps_per_epoch of `model`: --finetune_steps for the fine-tuning runs,
+    --pose_steps for the base network or a model trained from scratch (0 = one pass)."""
+    fine_tuned = model != BASE and a.finetune_epochs > 0
+    return a.finetune_steps if fine_tuned else a.pose_steps
+
+
 def expert_weights(a, d, model):
     return d["weights"](model) / f"weights.{model_epochs(a, model):04d}.h5"
 
 
 class RemainingTime:
     """Watches the first training step and logs, once its first epoch is in its log.csv, an
-    estimate of the experiment's remaining time: the epochs still to train, each taking that
-    epoch's wall time (start-up included) times the developers' ratio of a later epoch to
-    the first (a later one traces no graph, but a fine-tuning run starts up again), plus, on
-    the synthetic demo, the steps after training scaled from the developers' demo run by the
-    same speed ratio (their time depends on the number of evaluation images, not on the
-    epoch, so on real COCO only training is estimated)."""
+    estimate of the experiment's remaining time: the training steps still to run, each taking
+    the developers' mean time of a step after the first epoch (fine-tuning runs' start-up
+    included) scaled by this machine's first epoch against theirs, plus, on the synthetic
+    demo, the steps after training scaled by the same ratio (their time depends on the number
+    of evaluation images, not on the epochs, so on real COCO only training is estimated)."""
     # The developers' demo (BENCHMARKS.md), in seconds: the base network's first epoch,
-    # start-up included; the mean of the later epochs, the fine-tuning runs' start-up
-    # included; the steps after the training steps.
-    REFERENCE_EPOCH_S, REFERENCE_LATER_EPOCH_S, REFERENCE_AFTER_TRAINING_S = 60.0, 48.0, 460.0
+    # start-up included; the mean of every later training step (the fine-tuning runs'
+    # start-up included); the steps after the training steps.
+    REFERENCE_EPOCH_S, REFERENCE_LATER_STEP_S, REFERENCE_AFTER_TRAINING_S = 54.0, 0.403, 285.0
 
     def __init__(self, a, d):
-        models = trained_models(a)
-        self.log_csv = d["weights"](models[0]) / "log.csv"
-        self.epochs = sum(model_epochs(a, m) for m in models)
+        self.models = [(model_epochs(a, m), model_steps_per_epoch(a, m))
+                       for m in trained_models(a)]
+        self.log_csv = d["weights"](trained_models(a)[0]) / "log.csv"
         self.synthetic = a.synthetic
         self.rows_before = self._rows()
         self.done = False
 
     def _rows(self):
+        """The iteration at the end of each epoch in the first model's log.csv so far."""
         try:
-            return max(0, len(self.log_csv.read_text().splitlines()) - 1)
-        except OSError:
-            return 0
+            return [int(row.split(",")[1]) for row in self.log_csv.read_text().splitlines()[1:]]
+        except (OSError, ValueError, IndexError):
+            return []
+
+    def remaining_steps(self, epochs_done, epoch_steps):
+        """Training steps still to run; a model whose steps per epoch are 0 (one pass) has
+        epochs as long as the first model's."""
+        (epochs, _), *others = self.models
+        return (epochs - epochs_done) * epoch_steps + sum(
+            e * (per_epoch or epoch_steps) for e, per_epoch in others)
 
     def __call__(self, seconds):
-        if self.done or self._rows() <= self.rows_before:
+        rows = self._rows()
+        if self.done or len(rows) <= len(self.rows_before):
             return
         self.done = True
-        training = seconds * (self.epochs - 1) * self.REFERENCE_LATER_EPOCH_S / \
-            self.REFERENCE_EPOCH_S
+        epoch_steps = rows[-1] - (rows[-2] if len(rows) > 1 else 0)
+        steps = self.remaining_steps(len(rows), epoch_steps)
+        ratio = seconds / self.REFERENCE_EPOCH_S
+        training = steps * self.REFERENCE_LATER_STEP_S * ratio
         text = (f"first epoch took {seconds:.0f} s: about {training / 60:.0f} min of training "
-                f"left ({self.epochs - 1} epochs)")
+                f"left ({steps} steps)")
         if self.synthetic:
-            after = self.REFERENCE_AFTER_TRAINING_S * seconds / self.REFERENCE_EPOCH_S
+            after = self.REFERENCE_AFTER_TRAINING_S * ratio
             text += (f", then about {after / 60:.0f} min of classifier and evaluation steps: "
                      f"about {(training + after) / 60:.0f} min in all")
         log.info("estimate: %s", text)
@@ -205,8 +226,8 @@ def expert_steps(a, d, watch=None):
         steps.append(Step(f"train_{EFFECT_NAMES[m]}", [
             "python", SCRIPT["train_pose"], "--effect", NORMAL if m == BASE else m,
             "--config", a.config, "--epochs", model_epochs(a, m), "--steps_per_epoch",
-            a.pose_steps, "--batch_size", a.pose_batch, "--hdf5_dir", d["hdf5"], "--out_dir",
-            d["weights"](m), "--seed", a.seed, "--progress", "false", *warm,
+            model_steps_per_epoch(a, m), "--batch_size", a.pose_batch, "--hdf5_dir", d["hdf5"],
+            "--out_dir", d["weights"](m), "--seed", a.seed, "--progress", "false", *warm,
             *a.pose_extra.split()], [expert_weights(a, d, m)], redo=["--resume", "false"],
             watch=None if steps else watch))
     return steps
@@ -227,7 +248,8 @@ def classifier_training_step(a, log_dir, runner):
         "--input_size", a.classifier_input_size, "--milestones",
         *a.classifier_milestones.split(), "--seed", a.seed, "--log_dir", log_dir,
         "--input_mode", a.classifier_input_mode, "--val_fraction",
-        a.classifier_val_fraction, "--keep_last", a.classifier_keep_last])
+        a.classifier_val_fraction, "--keep_last", a.classifier_keep_last,
+        "--workers", a.classifier_workers])
     runs = sorted(p for p in log_dir.glob("*") if (p / "checkpoints").is_dir()) \
         if log_dir.is_dir() else []
     # Continue the newest run only if the classifier step never finished here (an interrupted
@@ -235,7 +257,8 @@ def classifier_training_step(a, log_dir, runner):
     # other rerun (other settings, new data) starts a new run; old runs stay as they are.
     if runs and _same_recipe(runs[-1], classifier_recipe(a)):
         resume = Step("train_classifier", ["python", SCRIPT["train_classifier"], "--resume",
-                                           runs[-1], "--epochs", a.classifier_epochs])
+                                           runs[-1], "--epochs", a.classifier_epochs,
+                                           "--workers", a.classifier_workers])
         if runner.is_done(resume) or runner.reason_to_run(train) == NOT_RUN:
             return resume
     return train
@@ -268,38 +291,42 @@ def training_steps(a, d, runner):
 # ------------------------------------------------------------------------------ evaluation
 
 def evaluation_steps(a, d, runner):
-    steps = []
-    for t in paths.EVAL_DATATYPES:
-        # The image count names the run folders; given explicitly, runs of an earlier, other
-        # sized set (say, before --num_val changed) are never mistaken for this one's.
-        num = num_eval_images(a.coco_root, t)
-        common = ["--coco_root", a.coco_root, "--results_dir", d["eval"], "--fir_img_num", num]
+    """Groups of steps that need nothing from one another (Runner.run_groups): one per
+    evaluation set, in order, and the robustness sweep."""
+    return [set_steps(a, d, t) for t in paths.EVAL_DATATYPES] + [[robustness_step(a, d)]]
 
-        def metrics(effect, t=t, num=num):
-            return [run_folder(d["eval"], t, effect, num) / METRICS_CSV]
-        # The experts, then the two baselines: the generalist and the normal expert's
-        # weights behind a test-time gamma correction.
-        for e in TRAINED_MODELS + (NORMAL_GAMMA,):
-            steps.append(Step(f"eval_{t}_{EFFECT_NAMES[e]}", [
-                "python", SCRIPT["eval"], "--effect", e, "--coco_dataType", t, "--config",
-                a.config, "--scale_mode", a.scale_mode, "--scale_search", a.scale_search,
-                "--weights", expert_weights(a, d, weights_effect(e)),
-                "--seed", a.seed, *common], metrics(e)))
-        for method, effect in ENSEMBLE_METHODS:
-            steps.append(Step(f"ensemble_{method}_{t}", [
-                "python", SCRIPT["ensemble"], "--coco_dataType", t, "--method", method,
-                "--domain_results", d["domain"] / f"{t}.json", *common,
-                *(["--skip_below", a.fuse_skip_below] if method == "fuse" else [])]))
-            steps.append(Step(f"eval_{t}_{EFFECT_NAMES[effect]}", [
-                "python", SCRIPT["eval"], "--effect", effect, "--coco_dataType", t,
-                "--compute_keypoint", "False", "--eval_compute_keypoint", "True",
-                "--seed", a.seed, *common], metrics(effect)))
-        # The stamp names the analysis' output format: results of an older one are redone.
-        steps.append(Step(f"uncertainty_{t}", ["python", SCRIPT["uncertainty"],
-                                                "--coco_dataType", t, *common],
-                          [RunLayout(d["eval"]).uncertainty_file(t, num, "-pose.csv")],
-                          stamp="detection and pose layers"))
-    return steps + [robustness_step(a, d)]
+
+def set_steps(a, d, t):
+    """Evaluation set t: its models, the two ensembles, then the experts' disagreement."""
+    # The image count names the run folders; given explicitly, runs of an earlier, other
+    # sized set (say, before --num_val changed) are never mistaken for this one's.
+    num = num_eval_images(a.coco_root, t)
+    common = ["--coco_root", a.coco_root, "--results_dir", d["eval"], "--fir_img_num", num]
+
+    def metrics(effect):
+        return [run_folder(d["eval"], t, effect, num) / METRICS_CSV]
+    # The experts, then the two baselines: the generalist and the normal expert's weights
+    # behind a test-time gamma correction.
+    steps = [Step(f"eval_{t}_{EFFECT_NAMES[e]}", [
+        "python", SCRIPT["eval"], "--effect", e, "--coco_dataType", t, "--config", a.config,
+        "--scale_mode", a.scale_mode, "--scale_search", a.scale_search,
+        "--weights", expert_weights(a, d, weights_effect(e)), "--seed", a.seed, *common],
+        metrics(e)) for e in TRAINED_MODELS + (NORMAL_GAMMA,)]
+    for method, effect in ENSEMBLE_METHODS:
+        steps.append(Step(f"ensemble_{method}_{t}", [
+            "python", SCRIPT["ensemble"], "--coco_dataType", t, "--method", method,
+            "--domain_results", d["domain"] / f"{t}.json", *common,
+            *(["--skip_below", a.fuse_skip_below] if method == "fuse" else [])]))
+        steps.append(Step(f"eval_{t}_{EFFECT_NAMES[effect]}", [
+            "python", SCRIPT["eval"], "--effect", effect, "--coco_dataType", t,
+            "--compute_keypoint", "False", "--eval_compute_keypoint", "True",
+            "--seed", a.seed, *common], metrics(effect)))
+    # The stamp names the analysis' output format: results of an older one are redone.
+    steps.append(Step(f"uncertainty_{t}", ["python", SCRIPT["uncertainty"],
+                                            "--coco_dataType", t, *common],
+                      [RunLayout(d["eval"]).uncertainty_file(t, num, "-pose.csv")],
+                      stamp="detection and pose layers"))
+    return steps
 
 
 def robustness_step(a, d):

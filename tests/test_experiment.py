@@ -2,6 +2,7 @@
 in a form the next stage and a reader can parse, and a rerun skips every finished step. Then
 the step runner's rules, and the defaults the runner takes from the recipe of --config."""
 import json
+import os
 import subprocess
 import sys
 
@@ -172,6 +173,51 @@ def test_the_runner_says_why_a_step_runs(tmp_path):
     assert runner.reason_to_run(b) == "an earlier step ran after it"
 
 
+def timed_step(folder, name, seconds=0.5, fail=False):
+    """A step that prints its name, notes when it started and ended in <name>.times and then
+    exits 1 if `fail`."""
+    out = folder / f"{name}.times"
+    code = (f"import os, pathlib, sys, time; t = time.time(); time.sleep({seconds}); "
+            f"print('output of {name}', os.environ.get('OMP_NUM_THREADS')); "
+            f"pathlib.Path({str(out)!r}).write_text(f'{{t}} {{time.time()}}'); "
+            f"sys.exit({int(fail)})")
+    return Step(name, ["python", "-c", code], [out])
+
+
+def interval(folder, name):
+    return [float(x) for x in (folder / f"{name}.times").read_text().split()]
+
+
+def test_groups_run_side_by_side_each_in_order(tmp_path, capsys):
+    groups = [[timed_step(tmp_path, "a1"), timed_step(tmp_path, "a2")],
+              [timed_step(tmp_path, "b1", 1.0)]]
+    runner = Runner(tmp_path / "steps")
+    timings = runner.run_groups(groups, processes=2)
+    assert [t[0] for t in timings] == ["a1", "a2", "b1"]       # the order of the groups
+    a1, a2, b1 = (interval(tmp_path, n) for n in ("a1", "a2", "b1"))
+    assert a1[1] <= a2[0]                                      # a group runs in order
+    assert a1[0] < b1[1] and b1[0] < a1[1]                     # beside the other group
+    printed = capsys.readouterr().out
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert all(f"output of {n} {threads}" in printed for n in ("a1", "a2", "b1"))
+    # A rerun skips them all; a changed step reruns what follows it in its group only.
+    again = Runner(tmp_path / "steps")
+    assert [t[2] for t in again.run_groups(groups, 2)] == ["skipped"] * 3
+    groups[0][0] = timed_step(tmp_path, "a1", 0.1)
+    third = Runner(tmp_path / "steps")
+    assert [t[2] for t in third.run_groups(groups, 2)] == ["ran", "ran", "skipped"]
+
+
+def test_a_failed_group_stops_new_ones_after_the_running_ones_end(tmp_path):
+    groups = [[timed_step(tmp_path, "bad", 0.1, fail=True)],
+              [timed_step(tmp_path, "slow", 1.0)],
+              [timed_step(tmp_path, "later", 0.1)]]
+    with pytest.raises(UserError, match="step 'bad' failed"):
+        Runner(tmp_path / "steps").run_groups(groups, processes=2)
+    assert (tmp_path / "slow.times").is_file()          # it ran to its end
+    assert not (tmp_path / "later.times").exists()      # it never started
+
+
 # ----------------------------------------------------------------------------- the recipe
 
 
@@ -205,9 +251,10 @@ def test_the_demo_trains_the_classifier_with_the_small_recipe(tmp_path, run_expe
     found = {s.name: s for s in steps.training_steps(a, d, Runner(tmp_path / "markers"))}
     command = [str(x) for x in found["train_classifier"].command[2:]]
     assert command == ["--coco_root", str(tmp_path / "coco"), "--arch", "resnet18",
-                       "--epochs", "12", "--input_size", "64", "--milestones", "9",
+                       "--epochs", "10", "--input_size", "64", "--milestones", "7",
                        "--seed", "0", "--log_dir", str(tmp_path / "out" / "classifier_log"),
-                       "--input_mode", "crop", "--val_fraction", "0.2", "--keep_last", "2"]
+                       "--input_mode", "crop", "--val_fraction", "0.2", "--keep_last", "2",
+                       "--workers", "0"]
     assert [s.name for s in steps.expert_steps(a, d)] == \
         ["train_base", "train_normal", "train_dark", "train_motion_blur", "train_mixed"]
 
@@ -224,13 +271,13 @@ def test_a_watched_step_is_watched_while_it_runs(tmp_path):
 def test_the_first_epoch_gives_an_estimate_of_the_remaining_time(tmp_path, caplog,
                                                                  run_experiment_script):
     a = run_experiment_script.parse_args(["--output_root", str(tmp_path / "out"),
-                                          "--pose_epochs", "6", "--finetune_epochs", "2"])
+                                          "--pose_epochs", "6", "--finetune_epochs", "2",
+                                          "--finetune_steps", "50"])
     d = steps.output_dirs(a)
     log_csv = d["weights"](domains.BASE) / "log.csv"
     log_csv.parent.mkdir(parents=True)
     log_csv.write_text("epoch,iteration\n")
     estimate = steps.RemainingTime(a, d)
-    assert estimate.epochs == 6 + 4 * 2
     with caplog.at_level("INFO", logger="run_experiment"):
         estimate(30.0)                       # no epoch finished yet: nothing
         assert not caplog.records
@@ -240,7 +287,29 @@ def test_the_first_epoch_gives_an_estimate_of_the_remaining_time(tmp_path, caplo
     (record,) = caplog.records
     ref = steps.RemainingTime
     ratio = 60 / ref.REFERENCE_EPOCH_S             # this machine against the developers'
-    training = 13 * ref.REFERENCE_LATER_EPOCH_S * ratio
+    left = 5 * 118 + 4 * 2 * 50                    # the base's 5 epochs, 4 fine-tunings
+    training = left * ref.REFERENCE_LATER_STEP_S * ratio
     after = ref.REFERENCE_AFTER_TRAINING_S * ratio
-    assert f"about {training / 60:.0f} min of training left (13 epochs)" in record.message
+    assert f"about {training / 60:.0f} min of training left ({left} steps)" in record.message
     assert f"about {(training + after) / 60:.0f} min in all" in record.message
+    # A resumed base run (2 epochs in its log before) counts what is left of it; fine-tunings
+    # of one pass each (--finetune_steps 0) are as long as its epochs.
+    a.finetune_steps = 0
+    log_csv.write_text("epoch,iteration\n1,118\n2,236\n")
+    resumed = steps.RemainingTime(a, d)
+    log_csv.write_text("epoch,iteration\n1,118\n2,236\n3,354\n")
+    with caplog.at_level("INFO", logger="run_experiment"):
+        resumed(50.0)
+    assert f"({3 * 118 + 4 * 2 * 118} steps)" in caplog.records[-1].message
+
+
+def test_the_fine_tunings_take_finetune_steps(tmp_path, run_experiment_script):
+    def per_epoch(*flags):
+        a = run_experiment_script.parse_args(["--output_root", str(tmp_path / "out"), *flags])
+        found = {s.name: [str(x) for x in s.command] for s in
+                 steps.expert_steps(a, steps.output_dirs(a))}
+        return {name: c[c.index("--steps_per_epoch") + 1] for name, c in found.items()}
+    assert set(per_epoch().values()) == {"0"}                  # one pass each (the default)
+    assert per_epoch("--finetune_steps", "60", "--pose_steps", "100") == {
+        "train_base": "100", "train_normal": "60", "train_dark": "60",
+        "train_motion_blur": "60", "train_mixed": "60"}
