@@ -80,7 +80,7 @@ class Runner:
     def __init__(self, marker_dir, force=False, launcher=None):
         self.marker_dir = Path(marker_dir)
         self.force = force              # --force: redo every step
-        self.launcher = launcher        # model.launcher.Launcher, or None: subprocess.Popen
+        self.launcher = launcher        # model.launcher.Launcher, or None: subprocesses
         self.upstream = 0.0             # when the previous step finished
         self.timings = []               # (step name, seconds, "ran" | "skipped")
         self._print_lock = threading.Lock()

@@ -180,9 +180,9 @@ class RemainingTime:
     REFERENCE_EPOCH_S, REFERENCE_LATER_STEP_S, REFERENCE_AFTER_TRAINING_S = 54.0, 0.403, 285.0
 
     def __init__(self, a, d):
-        self.models = [(model_epochs(a, m), model_steps_per_epoch(a, m))
-                       for m in trained_models(a)]
-        self.log_csv = d["weights"](trained_models(a)[0]) / "log.csv"
+        models = trained_models(a)
+        self.models = [(model_epochs(a, m), model_steps_per_epoch(a, m)) for m in models]
+        self.log_csv = d["weights"](models[0]) / "log.csv"
         self.synthetic = a.synthetic
         self.rows_before = self._rows()
         self.done = False
