@@ -9,10 +9,11 @@
 epochs and milestones, and the evaluation scale all default to that recipe's values.
 
 Steps: synthetic mini-COCO -> masks -> HDF5 -> domain-shifted evaluation sets -> the base
-network -> the three experts and the generalist, each fine-tuned from it for the same steps ->
-the domain classifier and its predictions -> evaluation of the 4 test domains x (3 experts +
-generalist + normal expert with a test-time gamma correction + routed and fused ensembles) ->
-uncertainty for the 4 domains -> the robustness sweep -> summary.
+network -> the domain classifier -> the three experts and the generalist, each fine-tuned
+from it for the same steps, two at a time, beside the classifier's predictions -> evaluation
+of the 4 test domains x (3 experts + generalist + normal expert with a test-time gamma
+correction + routed and fused ensembles) -> uncertainty for the 4 domains -> the robustness
+sweep -> summary.
 Every step is one of the project's scripts with the command line a user would type; the
 runner prints it, times it and skips it on a rerun once it has finished (--force true redoes
 everything). Results: <results>/summary.md and <results>/*.png.
@@ -38,8 +39,9 @@ log = logging.getLogger("run_experiment")
 # With 80 the pose-level uncertainty check on motion blur rested on 54-74 people found by two
 # experts and its p-value fell either side of 0.01 from run to run (BENCHMARKS.md).
 SYNTHETIC_EVAL_IMAGES = 125
-# Evaluation sets evaluated at once (model.experiment.Runner.run_groups), on 2 cores at least.
-EVALUATION_PROCESSES = max(1, min(2, os.cpu_count() or 1))
+# Steps run at once (model.experiment.Runner.run_groups): two fine-tunings, then two evaluation
+# sets at a time; on 2 cores at least.
+STEPS_AT_ONCE = max(1, min(2, os.cpu_count() or 1))
 
 
 def parse_args(argv=None):
@@ -171,10 +173,12 @@ def main(argv=None):
     start = time.time()
     runner = Runner(d["results"] / "steps", force=a.force, launcher=Launcher())
     # Later steps' commands depend on what earlier steps wrote (the classifier's run folder),
-    # so each group is built just before it runs.
-    for group in (data_steps, training_steps):
-        runner.run_all(group(a, d, runner))
-    runner.run_groups(evaluation_steps(a, d, runner), processes=EVALUATION_PROCESSES)
+    # so each part is built just before it runs.
+    runner.run_all(data_steps(a, d, runner))
+    alone, groups = training_steps(a, d, runner)
+    runner.run_all(alone)
+    runner.run_groups(groups, processes=STEPS_AT_ONCE)
+    runner.run_groups(evaluation_steps(a, d, runner), processes=STEPS_AT_ONCE)
     text = write_summary(coco_root=a.coco_root, eval_dir=d["eval"],
                          weights_dir=d["weights"], classifier_log_dir=d["classifier_log"],
                          domain_dir=d["domain"], out_dir=d["results"],

@@ -172,11 +172,13 @@ class Runner:
 
     def run_groups(self, groups, processes=2):
         """Groups of steps that depend on nothing in one another: each group's steps in
-        order, `processes` groups at a time, each step's process given cpu_count / processes
-        threads and its output printed when it ends. On 2 cores two evaluations at once, one
-        thread each, do 1.5x the work of one with two threads (the small network's
-        convolutions use a second thread for 1.3x). After a step fails, no new group starts;
-        the error comes when the running ones have ended."""
+        order, `processes` groups at a time, each step's output printed when it ends. A step
+        gets cpu_count / k threads, k = the groups at most `processes` not yet ended when it
+        starts (so the last group's later steps take every core). On 2 cores two of the small
+        network's evaluations or fine-tunings at once, one thread each, do 1.25-1.5x the
+        work of one with two threads (its convolutions use a second thread for only about
+        1.3x). After a step fails, no new group starts; the error comes when the running ones
+        have ended."""
         if processes <= 1 or len(groups) <= 1:
             for group in groups:
                 self.run_all(group)
@@ -184,22 +186,28 @@ class Runner:
         first = len(self.timings) + 1
         numbers = [first + sum(map(len, groups[:i])) for i in range(len(groups))]
         rows = [None] * sum(map(len, groups))
-        threads = max(1, (os.cpu_count() or 1) // processes)
-        failed = threading.Event()
+        unfinished = [len(groups)]
+        lock, failed = threading.Lock(), threading.Event()
         self.marker_dir.mkdir(parents=True, exist_ok=True)
 
         def run_group(i):
             upstream = self.upstream
-            for k, step in enumerate(groups[i]):
-                if failed.is_set():
-                    return upstream
-                number = numbers[i] + k
-                try:
+            try:
+                for k, step in enumerate(groups[i]):
+                    if failed.is_set():
+                        return upstream
+                    number = numbers[i] + k
+                    with lock:
+                        threads = max(1, (os.cpu_count() or 1)
+                                      // max(1, min(processes, unfinished[0])))
                     rows[number - first], upstream = self._run(
                         step, number, upstream, threads, self.marker_dir / f"{step.name}.log")
-                except BaseException:
-                    failed.set()
-                    raise
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                with lock:
+                    unfinished[0] -= 1
             return upstream
 
         with ThreadPoolExecutor(processes) as pool:

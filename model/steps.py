@@ -1,15 +1,16 @@
 """The steps of the whole experiment (run_experiment.py), as the command lines a user would type.
 
-Three groups, in the order they run:
+Three parts, in the order they run:
   data_steps        synthetic mini-COCO -> masks -> HDF5 -> the domain-shifted evaluation sets
-  training_steps    the three experts -> the domain classifier -> its validation and its
-                    domain probabilities for every evaluation set
+  training_steps    the base network -> the domain classifier -> (groups run two at a time)
+                    its validation and its domain probabilities for every evaluation set;
+                    each of the three experts and the generalist, fine-tuned from the base
   evaluation_steps  per evaluation set (groups run two at a time): the three experts, the
                     generalist and the gamma baseline, the routed and the fused ensemble,
                     then the experts' disagreement (uncertainty)
 Each builder takes the runner's resolved flags `a` (see run_experiment.parse_args), the output
 folders `d` (output_dirs) and the Runner (model.experiment), and returns a list of Steps
-(evaluation_steps: a list of such lists, see Runner.run_groups). A
+(evaluation_steps: a list of such lists, see Runner.run_groups; training_steps: both). A
 step's outputs are the files that prove it finished; its `redo` flags make its script redo
 finished work when the step reruns (see model.experiment).
 """
@@ -170,14 +171,17 @@ def expert_weights(a, d, model):
 class RemainingTime:
     """Watches the first training step and logs, once its first epoch is in its log.csv, an
     estimate of the experiment's remaining time: the training steps still to run, each taking
-    the developers' mean time of a step after the first epoch (fine-tuning runs' start-up
-    included) scaled by this machine's first epoch against theirs, plus, on the synthetic
-    demo, the steps after training scaled by the same ratio (their time depends on the number
-    of evaluation images, not on the epochs, so on real COCO only training is estimated)."""
-    # The developers' demo (BENCHMARKS.md), in seconds: the base network's first epoch,
-    # start-up included; the mean of every later training step (the fine-tuning runs'
-    # start-up included); the steps after the training steps.
-    REFERENCE_EPOCH_S, REFERENCE_LATER_STEP_S, REFERENCE_AFTER_TRAINING_S = 54.0, 0.403, 285.0
+    the developers' time of such a step (the first model's later steps one after another; the
+    other models' steps two runs at a time, the classifier's predictions beside them) scaled by this
+    machine's first epoch against theirs, plus, on the synthetic demo, the classifier and
+    the evaluation steps scaled by the same ratio (their time depends on the number of evaluation
+    images, not on the epochs, so on real COCO only training is estimated)."""
+    # The developers' demo (BENCHMARKS.md: with AVX2 kernels, on a slow day), in seconds:
+    # the base network's first epoch, start-up included; each later step of the base
+    # network; the wall time of the groups of fine-tunings per fine-tuning step; the
+    # classifier's training and every step after the fine-tunings.
+    REFERENCE_EPOCH_S, REFERENCE_BASE_STEP_S = 154.0, 0.981
+    REFERENCE_FINETUNE_STEP_S, REFERENCE_AFTER_TRAINING_S = 1.144, 841.0
 
     def __init__(self, a, d):
         models = trained_models(a)
@@ -195,10 +199,10 @@ class RemainingTime:
             return []
 
     def remaining_steps(self, epochs_done, epoch_steps):
-        """Training steps still to run; a model whose steps per epoch are 0 (one pass) has
-        epochs as long as the first model's."""
+        """Training steps still to run: (the first model's, the others'); a model whose
+        steps per epoch are 0 (one pass) has epochs as long as the first model's."""
         (epochs, _), *others = self.models
-        return (epochs - epochs_done) * epoch_steps + sum(
+        return (epochs - epochs_done) * epoch_steps, sum(
             e * (per_epoch or epoch_steps) for e, per_epoch in others)
 
     def __call__(self, seconds):
@@ -207,11 +211,12 @@ class RemainingTime:
             return
         self.done = True
         epoch_steps = rows[-1] - (rows[-2] if len(rows) > 1 else 0)
-        steps = self.remaining_steps(len(rows), epoch_steps)
+        first, others = self.remaining_steps(len(rows), epoch_steps)
         ratio = seconds / self.REFERENCE_EPOCH_S
-        training = steps * self.REFERENCE_LATER_STEP_S * ratio
+        training = ratio * (first * self.REFERENCE_BASE_STEP_S
+                            + others * self.REFERENCE_FINETUNE_STEP_S)
         text = (f"first epoch took {seconds:.0f} s: about {training / 60:.0f} min of training "
-                f"left ({steps} steps)")
+                f"left ({first + others} steps)")
         if self.synthetic:
             after = self.REFERENCE_AFTER_TRAINING_S * ratio
             text += (f", then about {after / 60:.0f} min of classifier and evaluation steps: "
@@ -273,19 +278,28 @@ def _same_recipe(run_dir, recipe):
 
 
 def training_steps(a, d, runner):
+    """(steps, groups): the base network (the experts start from it) and the classifier's
+    training, one after the other on every core; then groups that need nothing from one
+    another (Runner.run_groups): the classifier's validation and predictions, and each expert
+    and the generalist alone. With --finetune_epochs 0 there is no base network: every model
+    is a group of its own. The classifier trains alone: with one thread its run rounds
+    differently, and in the demo it then ended at 97.50 % against 99.17 % with two
+    (BENCHMARKS.md)."""
     log_dir = Path(d["classifier_log"])
     validation = d["results"] / "classifier_validation"
-    steps = expert_steps(a, d, watch=RemainingTime(a, d)) + [
-        classifier_training_step(a, log_dir, runner),
+    experts = expert_steps(a, d, watch=RemainingTime(a, d))
+    base = experts[:1] if a.finetune_epochs else []
+    predictions = [
         Step("validate_classifier", ["python", SCRIPT["validate_classifier"], "--log_dir",
                                      log_dir, "--coco_root", a.coco_root, "--out_dir",
                                      validation], [validation / "metrics.json"]),
     ]
-    steps += [Step(f"classify_{t}", ["python", SCRIPT["classify"], "--coco_dataType", t,
-                                     "--coco_root", a.coco_root, "--log_dir", log_dir,
-                                     "--out_dir", d["domain"]], [d["domain"] / f"{t}.json"])
-              for t in paths.EVAL_DATATYPES]
-    return steps
+    predictions += [Step(f"classify_{t}", ["python", SCRIPT["classify"], "--coco_dataType",
+                                           t, "--coco_root", a.coco_root, "--log_dir", log_dir,
+                                           "--out_dir", d["domain"]],
+                         [d["domain"] / f"{t}.json"]) for t in paths.EVAL_DATATYPES]
+    return (base + [classifier_training_step(a, log_dir, runner)],
+            [predictions] + [[step] for step in experts[len(base):]])
 
 
 # ------------------------------------------------------------------------------ evaluation

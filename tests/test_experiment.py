@@ -208,6 +208,18 @@ def test_groups_run_side_by_side_each_in_order(tmp_path, capsys):
     assert [t[2] for t in third.run_groups(groups, 2)] == ["ran", "ran", "skipped"]
 
 
+def test_the_last_group_left_takes_every_core(tmp_path, capsys, monkeypatch):
+    """On 2 cores: one thread per step while two groups run, both for a step that starts
+    once its group is the only one left."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    groups = [[timed_step(tmp_path, "long1", 1.0), timed_step(tmp_path, "long2", 0.1)],
+              [timed_step(tmp_path, "short", 0.1)]]
+    Runner(tmp_path / "steps").run_groups(groups, processes=2)
+    printed = capsys.readouterr().out
+    assert "output of long1 1" in printed and "output of short 1" in printed
+    assert "output of long2 2" in printed
+
+
 def test_a_failed_group_stops_new_ones_after_the_running_ones_end(tmp_path):
     groups = [[timed_step(tmp_path, "bad", 0.1, fail=True)],
               [timed_step(tmp_path, "slow", 1.0)],
@@ -248,7 +260,14 @@ def test_the_demo_trains_the_classifier_with_the_small_recipe(tmp_path, run_expe
     a = script.parse_args(["--coco_root", str(tmp_path / "coco"), "--output_root",
                            str(tmp_path / "out")])
     d = steps.output_dirs(a)
-    found = {s.name: s for s in steps.training_steps(a, d, Runner(tmp_path / "markers"))}
+    base, groups = steps.training_steps(a, d, Runner(tmp_path / "markers"))
+    # The base network and the classifier alone, then the classifier's predictions beside
+    # each fine-tuning.
+    assert [s.name for s in base] == ["train_base", "train_classifier"]
+    assert [[s.name for s in g] for g in groups] == [
+        ["validate_classifier", *(f"classify_{t}" for t in paths.EVAL_DATATYPES)],
+        ["train_normal"], ["train_dark"], ["train_motion_blur"], ["train_mixed"]]
+    found = {s.name: s for s in base + sum(groups, [])}
     command = [str(x) for x in found["train_classifier"].command[2:]]
     assert command == ["--coco_root", str(tmp_path / "coco"), "--arch", "resnet18",
                        "--epochs", "10", "--input_size", "64", "--milestones", "7",
@@ -287,8 +306,10 @@ def test_the_first_epoch_gives_an_estimate_of_the_remaining_time(tmp_path, caplo
     (record,) = caplog.records
     ref = steps.RemainingTime
     ratio = 60 / ref.REFERENCE_EPOCH_S             # this machine against the developers'
-    left = 5 * 118 + 4 * 2 * 50                    # the base's 5 epochs, 4 fine-tunings
-    training = left * ref.REFERENCE_LATER_STEP_S * ratio
+    first, others = 5 * 118, 4 * 2 * 50           # the base's 5 epochs, 4 fine-tunings
+    left = first + others
+    training = (first * ref.REFERENCE_BASE_STEP_S + others * ref.REFERENCE_FINETUNE_STEP_S) \
+        * ratio
     after = ref.REFERENCE_AFTER_TRAINING_S * ratio
     assert f"about {training / 60:.0f} min of training left ({left} steps)" in record.message
     assert f"about {(training + after) / 60:.0f} min in all" in record.message
