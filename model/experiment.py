@@ -175,7 +175,7 @@ class Runner:
         order, `processes` groups at a time, each step's output printed when it ends. A step
         gets cpu_count / k threads, k = the groups at most `processes` not yet ended when it
         starts (so the last group's later steps take every core). On 2 cores two of the small
-        network's evaluations or fine-tunings at once, one thread each, do 1.25-1.5x the
+        network's evaluations or fine-tunings at once, one thread each, do 1.25-1.6x the
         work of one with two threads (its convolutions use a second thread for only about
         1.3x). After a step fails, no new group starts; the error comes when the running ones
         have ended."""
@@ -186,11 +186,12 @@ class Runner:
         first = len(self.timings) + 1
         numbers = [first + sum(map(len, groups[:i])) for i in range(len(groups))]
         rows = [None] * sum(map(len, groups))
-        unfinished = [len(groups)]
+        unfinished = len(groups)          # groups not yet ended, this one included
         lock, failed = threading.Lock(), threading.Event()
         self.marker_dir.mkdir(parents=True, exist_ok=True)
 
         def run_group(i):
+            nonlocal unfinished
             upstream = self.upstream
             try:
                 for k, step in enumerate(groups[i]):
@@ -198,8 +199,7 @@ class Runner:
                         return upstream
                     number = numbers[i] + k
                     with lock:
-                        threads = max(1, (os.cpu_count() or 1)
-                                      // max(1, min(processes, unfinished[0])))
+                        threads = max(1, (os.cpu_count() or 1) // min(processes, unfinished))
                     rows[number - first], upstream = self._run(
                         step, number, upstream, threads, self.marker_dir / f"{step.name}.log")
             except BaseException:
@@ -207,7 +207,7 @@ class Runner:
                 raise
             finally:
                 with lock:
-                    unfinished[0] -= 1
+                    unfinished -= 1
             return upstream
 
         with ThreadPoolExecutor(processes) as pool:
