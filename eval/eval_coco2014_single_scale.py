@@ -12,7 +12,9 @@ evaluated). An interrupted prediction resumes from its partial file (model.eval_
 --backend onnxruntime|openvino runs an exported .onnx model instead of Keras (model.backends);
 the decoder is the same. The baselines: --effect _mixed runs the generalist's weights
 (training/weights_mixed), --effect _normal_gamma the normal expert's (training/weights) on
-every image gamma-corrected first (model.effects.gamma_correct, --gamma_target).
+every image gamma-corrected first (model.effects.gamma_correct, --gamma_target); an image
+already bright enough, which the correction leaves as it is, takes the normal expert's people
+from its run on the set when that run used the same weight file and settings.
 """
 import argparse
 import logging
@@ -152,8 +154,12 @@ def main(argv=None):
     if args.compute_keypoint:
         correction = (eval_run.GammaCorrection(args.gamma_target or effects.GAMMA_TARGET)
                       if args.effect == NORMAL_GAMMA else None)
+        # The gamma baseline takes the normal expert's people where it leaves an image as is.
+        uncorrected = (RunLayout(args.results_dir).folder(args.coco_dataType, NORMAL,
+                                                          len(images), settings)
+                       if correction else None)
         records, predicted, seconds = eval_run.predict(args, weights, note, images, settings,
-                                                       run_dir, correction)
+                                                       run_dir, correction, uncorrected)
     else:
         records, predicted, seconds = eval_run.saved_results(
             args.coco_dataType, args.effect, coco, images, run_dir)

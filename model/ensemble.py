@@ -10,6 +10,10 @@ fuse    for each image, run the experts, average their heatmaps and PAFs weighte
         resolution step, which is linear, so it equals averaging the full-resolution maps and
         resampling once). An expert whose weight is 0 (probability below `skip_below`,
         default 0, or exactly 0) is not run on that image and the others are renormalised.
+        An image that weighs one expert alone takes that expert's people from its evaluation
+        run on the set, when the run used the same weight file, configuration, settings and
+        backend (the fusion of one map is that map): the demo's fused ensembles run a network
+        on only the few images whose classifier is unsure.
         The networks run on TensorFlow, or as exported .onnx models on ONNX Runtime or
         OpenVINO (`backend`, model.backends); the average and the decoder are the same.
 oracle  an upper bound of any per-image choice of one expert: the expert whose predictions
@@ -26,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from model import backends, evaluation, files, inference, network, predict_set
+from model import backends, eval_run, evaluation, files, inference, network, predict_set
 from model.domains import EFFECT_NAMES, ENSEMBLE, ENSEMBLE_FUSE, EXPERT_EFFECTS
 from model.errors import UserError
 from model.files import read_json
@@ -205,9 +209,10 @@ def _fuse(layout, data_type, coco_root, num_images, image_ids, probs, coco_gt, f
     listed = coco_gt.imgs if coco_gt is not None else {}
     images = [{"file_name": image_file_name(data_type, i), **listed.get(i, {}), "id": i}
               for i in image_ids]
-    records, seconds, info = fuse_set(data_type, coco_root, images, probs,
-                                      (config, settings), weights, skip_below,
-                                      backend=backend)
+    records, seconds, info = fuse_set(
+        data_type, coco_root, images, probs, (config, settings), weights, skip_below,
+        backend=backend, expert_runs=[layout.folder(data_type, e, num_images)
+                                      for e in EXPERT_EFFECTS])
     report.update(info)
     skipped = {i for i, _ in info["skipped_images"]}
     run_info.update(config=config, settings=info["settings"], weights=info["weights"],
@@ -342,8 +347,24 @@ def fuse_plan(results_dir, data_type, num_images, config=None, weights=None,
     return cfg.name, settings, list(weights)
 
 
+def _reused(images, expert_weights, expert_runs, keys):
+    """({image id: (expert index, records)} of the images whose whole weight is on one
+    expert that a matching evaluation run predicted, the seconds those runs spent on them)."""
+    runs = [None if d is None else eval_run.reusable_predictions(d, k)
+            for d, k in zip(expert_runs or [None] * len(keys), keys)]
+    reused, seconds = {}, 0.0
+    for im in images:
+        i = int(im["id"])
+        weighed = np.flatnonzero(expert_weights[i])
+        run = runs[weighed[0]] if len(weighed) == 1 else None
+        if run is not None and i in run[0]:
+            reused[i] = (int(weighed[0]), run[0][i])
+            seconds += run[1]
+    return reused, seconds
+
+
 def fuse_set(data_type, coco_root, images, probs, settings, weights=None,
-             skip_below=0.0, progress=True, backend=backends.TENSORFLOW):
+             skip_below=0.0, progress=True, backend=backends.TENSORFLOW, expert_runs=None):
     """Fused predictions of every image: (records, seconds of inference, info).
 
     images: COCO image dicts (id, file_name, optional height and width); each image averages
@@ -351,22 +372,35 @@ def fuse_set(data_type, coco_root, images, probs, settings, weights=None,
     an expert with weight 0 is not run on it. settings: (config name,
     model.inference.InferenceSettings); weights: three weight files (None, or None for one:
     that expert's default, model.backends.find_model_file), Keras weights for the
-    tensorflow backend, exported .onnx models for onnxruntime and openvino."""
+    tensorflow backend, exported .onnx models for onnxruntime and openvino. expert_runs: the
+    experts' evaluation run folders on this set (or None): an image whose whole weight is on
+    one expert takes that expert's people from its run, when the run predicted it with the
+    same weight file, configuration, settings and backend (the fusion of one map is that
+    map); the seconds then include what the run spent on those images."""
     config, settings = settings
     chosen = [backends.find_model_file(backend, e, w, config) for e, w in
               zip(EXPERT_EFFECTS, weights or [None] * len(EXPERT_EFFECTS))]
     for effect, (path, note) in zip(EXPERT_EFFECTS, chosen):
         backends.check_model_file(backend, path, config)
         log.info("fuse: %s expert weights %s (%s)", EFFECT_NAMES[effect], path, note)
-    (models, load_seconds) = timed(lambda: [backends.load_model(backend, config, p)
-                                            for p, _ in chosen])
     expert_weights = {int(im["id"]): fusion_weights(probs[int(im["id"])], skip_below)
                       for im in images}
+    reused, reused_seconds = _reused(images, expert_weights, expert_runs, [
+        eval_run.prediction_key(backend, p, config, settings) for p, _ in chosen])
+    todo = [im for im in images if int(im["id"]) not in reused]
+    log.info("fuse: %d of %d images take the predictions of the one expert they weigh; "
+             "%d to predict", len(reused), len(images), len(todo))
+    (models, load_seconds) = timed(lambda: [backends.load_model(backend, config, p)
+                                            for p, _ in chosen])
     records, pred = predict_set.predict_dataset(
-        models, images, image_dir(coco_root, data_type), settings,
+        models, todo, image_dir(coco_root, data_type), settings,
         weights=expert_weights.__getitem__, progress=progress)
-    used = sum((expert_weights[i] > 0).astype(int) for i in pred["image_ids"]) \
-        if pred["image_ids"] else np.zeros(len(EXPERT_EFFECTS), int)
+    records = sorted(records + [r for _, recs in reused.values() for r in recs],
+                     key=lambda r: (r["image_id"], -r["score"]))
+    predicted = sorted(pred["image_ids"] + list(reused))
+    used = sum((expert_weights[i] > 0).astype(int) for i in predicted) \
+        if predicted else np.zeros(len(EXPERT_EFFECTS), int)
+    taken = np.bincount([m for m, _ in reused.values()], minlength=len(EXPERT_EFFECTS))
     skipped = [[int(i), reason] for i, reason in pred["skipped"]]
     if skipped:
         log.warning("fuse: %d of %d images skipped", len(skipped), len(images))
@@ -374,7 +408,9 @@ def fuse_set(data_type, coco_root, images, probs, settings, weights=None,
             "weights": [str(p) for p, _ in chosen], "weights_notes": [n for _, n in chosen],
             "settings": {k: (list(v) if isinstance(v, tuple) else v)
                          for k, v in vars(settings).items()},
-            "skip_below": skip_below, "network_runs": int(used.sum()),
+            "skip_below": skip_below, "network_runs": int(used.sum() - taken.sum()),
             "expert_runs": {EFFECT_NAMES[e]: int(u) for e, u in zip(EXPERT_EFFECTS, used)},
+            "reused_images": {EFFECT_NAMES[e]: int(t) for e, t in zip(EXPERT_EFFECTS, taken)},
+            "reused_seconds": round(reused_seconds, 3),
             "skipped_images": skipped, "model_load_seconds": round(load_seconds, 2)}
-    return records, pred["seconds"], info
+    return records, pred["seconds"] + reused_seconds, info

@@ -13,6 +13,10 @@ all images are predicted again, so a changed setting, retrained weights or anoth
 part of it is TensorFlow's; one written before the weight file's size and time were is
 compared without them). The partial file is removed once the results JSON and run.json are
 written; temporaries that killed runs left in the run folder are removed on start.
+
+run.json keeps the key, so that another run can take this one's people for an image whose
+network input would be the same (reusable_predictions): the fused ensemble for an image that
+weighs one expert alone, the gamma baseline for an image the correction leaves as it is.
 """
 import json
 import logging
@@ -108,18 +112,67 @@ def _resume_state(partial, key, images):
     return done, todo
 
 
-def predict(args, weights, note, images, settings, run_dir, correction=None):
+def prediction_key(backend, weights, config, settings, images=(), correction=None):
+    """What a run's predictions depend on, as JSON values: the resume key, and run.json's
+    "key" that reusable_predictions compares (image ids aside)."""
+    return json.loads(json.dumps({"backend": backend, "weights": str(weights),
+                                  "weights_file": weights_fingerprint(weights),
+                                  "config": config, "settings": asdict(settings),
+                                  "image_ids": [int(im["id"]) for im in images],
+                                  **({"correction": correction.key()} if correction else {})}))
+
+
+def reusable_predictions(run_dir, key):
+    """({image id: its records} of every image the finished run in `run_dir` predicted, its
+    prediction seconds per image) when that run's key equals `key` but for the image ids
+    (the same backend, weight file with its size and time, configuration, inference settings
+    and test-time correction); None for another run, an unfinished one or none."""
+    run_file, results_file = Path(run_dir) / runs.RUN_JSON, Path(run_dir) / runs.RESULTS_JSON
+    if not (run_file.is_file() and results_file.is_file()):
+        return None
+    run = files.read_json(run_file, "run settings")
+    earlier = run.get("key") if isinstance(run, dict) else None
+    if not isinstance(earlier, dict) or any(earlier.get(k) != key.get(k)
+                                            for k in set(key) | set(earlier) if k != "image_ids"):
+        return None
+    records = files.read_json(results_file, "results JSON")
+    runs.check_result_records(records, results_file)
+    by_image = {int(i): [] for i in run["image_ids"]}
+    if any(int(r["image_id"]) not in by_image for r in records):
+        return None
+    for r in records:
+        by_image[int(r["image_id"])].append(r)
+    return by_image, float(run["prediction_seconds"]) / max(len(by_image), 1)
+
+
+def _unchanged_images(todo, folder, correction, uncorrected):
+    """(images still to predict, {image id: records} of those the correction leaves as they
+    are and the uncorrected run predicted: its people are theirs)."""
+    if correction is None or uncorrected is None:
+        return todo, {}
+    rest, taken = [], {}
+    for im in todo:
+        i = int(im["id"])
+        image = (predict_set.read_set_image(folder / im["file_name"], im)[0]
+                 if i in uncorrected else None)
+        if image is not None and correction.leaves_unchanged(image):
+            taken[i] = uncorrected[i]
+        else:
+            rest.append(im)
+    return rest, taken
+
+
+def predict(args, weights, note, images, settings, run_dir, correction=None,
+            uncorrected_run=None):
     """Predict `images` (resuming an interrupted run), write keypoint_results.json and
     run.json; returns (records, predicted image ids, prediction seconds). correction: a
-    GammaCorrection applied to every image before the network (part of the resume key)."""
+    GammaCorrection applied to every image before the network (part of the resume key).
+    uncorrected_run: the run folder of the same weights on the same set without it: an image
+    the correction leaves as it is takes that run's people (reusable_predictions), and the
+    seconds then include that run's time per image for it."""
     log.info("weights: %s (%s), config %s, backend %s", weights, note, args.config,
              args.backend)
-    key = json.loads(json.dumps({"backend": args.backend, "weights": str(weights),
-                                 "weights_file": weights_fingerprint(weights),
-                                 "config": args.config,
-                                 "settings": asdict(settings),
-                                 "image_ids": [int(im["id"]) for im in images],
-                                 **({"correction": correction.key()} if correction else {})}))
+    key = prediction_key(args.backend, weights, args.config, settings, images, correction)
     partial = run_dir / runs.PARTIAL_JSON
     files.remove_stale_temporaries_in(run_dir)      # of killed runs; a live one's are kept
     done, todo = _resume_state(partial, key, images)
@@ -139,20 +192,29 @@ def predict(args, weights, note, images, settings, run_dir, correction=None):
     log.info("model loaded in %.1f s; predicting %d images", time.perf_counter() - start,
              len(todo))
     folder = paths.image_dir(args.coco_root, args.coco_dataType)
+    uncorrected = uncorrected_run and reusable_predictions(
+        uncorrected_run, prediction_key(args.backend, weights, args.config, settings))
+    todo, taken = _unchanged_images(todo, folder, correction, uncorrected and uncorrected[0])
+    if taken:
+        log.info("%d images the correction leaves as they are take the predictions of %s",
+                 len(taken), uncorrected_run)
     records, info = predict_set.predict_dataset(model, todo, folder, settings,
                                               batch_size=args.batch_size, checkpoint=checkpoint,
                                               preprocess=correction)
-    records = done["records"] + records
-    predicted = sorted(done["image_ids"] + info["image_ids"])
+    records = sorted(done["records"] + records + [r for recs in taken.values() for r in recs],
+                     key=lambda r: (r["image_id"], -r["score"]))
+    predicted = sorted(done["image_ids"] + info["image_ids"] + list(taken))
     skipped = [list(s) for s in info["skipped"]]
-    seconds = done["seconds"] + info["seconds"]
+    seconds = done["seconds"] + info["seconds"] + (len(taken) * uncorrected[1] if taken else 0)
     files.write_json(run_dir / runs.RESULTS_JSON, records)
     files.write_json(run_dir / runs.RUN_JSON, {
         "weights": str(weights), "weights_note": note, "config": args.config,
         "flags": _flags(args), "seed": args.seed, "settings": asdict(settings),
         "image_ids": predicted, "skipped": skipped, "prediction_seconds": round(seconds, 3),
         "network_seconds": round(info["network_seconds"], 3), "num_records": len(records),
-        **({"correction": correction.summary()} if correction else {})}, indent=1)
+        **({"correction": correction.summary()} if correction else {}),
+        **({"reused": {"run": str(uncorrected_run), "images": len(taken)}} if taken else {}),
+        "key": dict(key, image_ids=predicted)}, indent=1)
     partial.unlink(missing_ok=True)
     if skipped:
         log.warning("%d of %d images could not be used and were skipped (not predicted, not "
@@ -235,6 +297,14 @@ class GammaCorrection:
         corrected, gamma = effects.gamma_correct(image, self.target, self.min_gamma)
         self.gammas.append(gamma)
         return corrected
+
+    def leaves_unchanged(self, image):
+        """True (and its gamma 1 kept) for an image already bright enough: the correction
+        would not change it."""
+        if effects.brightening_gamma(image, self.target, self.min_gamma) < 1.0:
+            return False
+        self.gammas.append(1.0)
+        return True
 
     def summary(self):
         """key() and the gammas of the images this invocation predicted (a resumed run's

@@ -245,3 +245,62 @@ def test_fuse_cli_runs_the_three_networks(tmp_path, small_experts):
     assert report["weights"] == [str(w) for w in weights]
     assert {row["model"] for row in report["comparison"]} == \
         {"normal", "dark", "motion_blur", "fuse", "oracle"}
+
+
+def test_fused_ensemble_takes_the_evaluation_of_an_image_that_weighs_one_expert(
+        small_experts, tmp_path, monkeypatch):
+    """An image whose whole fusion weight is on one expert takes that expert's people from its
+    evaluation run, when the run predicted it with the same weight file, configuration,
+    settings and backend; every other image runs its networks."""
+    from model import eval_run
+
+    # image 1: dark alone; 2: normal and dark; 3: normal alone, not in the normal run; 4: dark
+    probs = {1: [0.02, 0.96, 0.02], 2: [0.5, 0.5, 0.0], 3: [1.0, 0.0, 0.0], 4: [0.0, 1.0, 0.0]}
+    images = []
+    for i in probs:
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((40, 56, 3), 90, np.uint8))
+        images.append({"id": i, "file_name": f"{i}.png", "height": 40, "width": 56})
+    weights, run_dirs = [], []
+    for k, model in enumerate(small_experts):
+        weights.append(tmp_path / f"expert{k}.weights.h5")
+        network.save_weights(model, weights[-1])
+    settings = inference.InferenceSettings(resolution=2)
+    marker = {1: [record(1, person())], 4: []}      # no network gives these keypoints
+    for k, ids in enumerate([[2], [1, 4], []]):     # the image ids each expert's run predicted
+        run_dirs.append(tmp_path / f"run{k}")
+        run_dirs[-1].mkdir()
+        (run_dirs[-1] / "keypoint_results.json").write_text(json.dumps(
+            [r for i in ids for r in marker.get(i, [record(i, person(dx=k))])]))
+        key = eval_run.prediction_key("tensorflow", weights[k], "small", settings, [])
+        (run_dirs[-1] / "run.json").write_text(json.dumps(
+            {"image_ids": ids, "prediction_seconds": 3.0 * len(ids),
+             "key": dict(key, image_ids=ids)}))
+    runs = {id(m): 0 for m in small_experts}
+    run_network = inference.run_network
+
+    def counting(model, batch):
+        runs[id(model)] += len(batch)
+        return run_network(model, batch)
+
+    monkeypatch.setattr(inference, "run_network", counting)
+
+    def fuse():
+        return ens.fuse_set("x", tmp_path, images, probs, ("small", settings), weights,
+                            skip_below=0.05, progress=False, expert_runs=run_dirs)
+
+    monkeypatch.setattr(ens, "image_dir", lambda root, data_type: tmp_path)
+    monkeypatch.setattr(ens.backends, "load_model",    # the networks counted above
+                        lambda backend, config, path: small_experts[weights.index(Path(path))])
+    records, seconds, info = fuse()
+    assert [runs[id(m)] for m in small_experts] == [2, 1, 0]     # images 2 and 3; image 2
+    assert [r for r in records if r["image_id"] in (1, 4)] == marker[1]
+    assert info["reused_images"] == {"normal": 0, "dark": 2, "motion_blur": 0}
+    assert info["expert_runs"] == {"normal": 2, "dark": 3, "motion_blur": 0}
+    assert info["network_runs"] == 3
+    assert info["reused_seconds"] == 6.0 and seconds >= 6.0     # 3 s per image of that run
+    # Retrained dark weights (another modification time) are another run: nothing reused.
+    os.utime(weights[1], ns=(1, 1))
+    runs.update({id(m): 0 for m in small_experts})
+    _, _, info = fuse()
+    assert [runs[id(m)] for m in small_experts] == [2, 3, 0]
+    assert info["reused_images"]["dark"] == 0 and info["reused_seconds"] == 0.0

@@ -675,6 +675,54 @@ def test_normal_gamma_runs_the_normal_weights_on_corrected_images(dark_root, tmp
     assert correction["gamma_mean"] == pytest.approx(np.mean(gammas), abs=1e-4)
 
 
+def test_normal_gamma_takes_the_normal_run_where_it_leaves_an_image_as_is(
+        synthetic_coco, tmp_path, monkeypatch):
+    """An image already bright enough is not corrected: the gamma baseline takes the normal
+    expert's people for it from that expert's run (same weight file, configuration and
+    settings), and runs the network on the others only."""
+    data = json.loads(paths.annotation_file(synthetic_coco, "val2014").read_text())
+    data["images"] = data["images"][:3]
+    folder = paths.image_dir(tmp_path, "val2014_random1k")
+    folder.mkdir(parents=True)
+    for k, im in enumerate(data["images"]):       # the first brightened, the others darkened
+        image = cv2.imread(str(paths.image_dir(synthetic_coco, "val2014") / im["file_name"]))
+        cv2.imwrite(str(folder / im["file_name"]),
+                    cv2.add(image, 80) if k == 0 else effects.darken(image))
+    paths.annotation_file(tmp_path, "val2014_random1k").parent.mkdir()
+    paths.annotation_file(tmp_path, "val2014_random1k").write_text(json.dumps(data))
+    weights = tmp_path / "weights" / "weights.0002.h5"
+    weights.parent.mkdir()
+    network.save_weights(network.build_pose_model("small", vgg19=None, seed=0), weights)
+    monkeypatch.setattr(paths, "expert_weights_dir", lambda effect: weights.parent)
+    net = RecordingNetwork()
+    monkeypatch.setattr(network, "load_pose_model", lambda *a, **k: net)
+    results = tmp_path / "results"
+    layout = runs.RunLayout(results)
+
+    def evaluate(effect):
+        net.inputs.clear()
+        eval_script_module().main(["--effect", effect, "--coco_root", str(tmp_path),
+                                   "--coco_dataType", "val2014_random1k", "--config", "small",
+                                   "--results_dir", str(results), "--batch_size", "1"])
+        run_dir = layout.folder("val2014_random1k", effect, 3)
+        return (json.loads((run_dir / runs.RUN_JSON).read_text()),
+                json.loads((run_dir / runs.RESULTS_JSON).read_text()))
+
+    evaluate("")
+    assert len(net.inputs) == 3
+    bright = data["images"][0]["id"]
+    marker = {"image_id": bright, "category_id": 1, "keypoints": [1.0] * 51, "score": 0.5}
+    layout.results_file("val2014_random1k", "", 3).write_text(json.dumps([marker]))
+    run, records = evaluate("_normal_gamma")
+    assert len(net.inputs) == 2                         # the two darkened images
+    assert records == [marker] and run["image_ids"] == sorted(im["id"] for im in data["images"])
+    assert run["reused"]["images"] == 1 and run["correction"]["unchanged"] == 1
+    assert run["correction"]["images_corrected"] == 3
+    os.utime(weights, ns=(1, 1))                        # retrained: the normal run is stale
+    run, records = evaluate("_normal_gamma")
+    assert len(net.inputs) == 3 and records == [] and "reused" not in run
+
+
 def test_gamma_target_flag(dark_root, tmp_path):
     base = ["--coco_root", dark_root, "--results_dir", tmp_path, "--coco_dataType",
             "val2014_random1k_dark"]

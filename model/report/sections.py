@@ -110,7 +110,9 @@ def section_ap(results):
             rows.append([domain_label(t)] + cells)
     if rows:
         lines += ["", "Prediction time, seconds per image (the routed ensemble's is the "
-                  "routing alone: its experts' predictions are reused):", ""]
+                  "routing alone: its experts' predictions are reused; the fused ensemble's "
+                  "counts, for an image that weighs one expert alone, that expert's evaluation "
+                  "time per image):", ""]
         lines += _table(["test domain"] + cols, rows)
     return lines
 
@@ -136,7 +138,8 @@ def section_ensemble(results):
              "Images the routed ensemble sent to each expert, how often its choice equals the "
              "per-image oracle (the expert that scores best against the ground truth), the "
              "oracle's AP (an upper bound of any per-image choice of one expert), and the "
-             "expert runs of the fused ensemble (normal / dark / motion blur):", ""]
+             "images whose fused maps include each expert's (normal / dark / motion blur; "
+             "an image that weighs one expert alone takes that expert's evaluation):", ""]
     lines += _table(["test domain"] + [f"routed to {_class(c)}" for c in CLASS_NAMES]
                     + ["agrees with oracle", "oracle AP", "fused: expert runs"], rows)
     return lines
