@@ -9,8 +9,8 @@
 epochs and milestones, and the evaluation scale all default to that recipe's values.
 
 Steps: synthetic mini-COCO -> masks -> HDF5 -> domain-shifted evaluation sets -> the base
-network -> the domain classifier -> the three experts and the generalist, each fine-tuned
-from it for the same steps, two at a time, beside the classifier's predictions -> evaluation
+network -> the three experts and the generalist, each fine-tuned from it for the same steps,
+two at a time, beside the domain classifier's training and predictions -> evaluation
 of the 4 test domains x (3 experts + generalist + normal expert with a test-time gamma
 correction + routed and fused ensembles) -> uncertainty for the 4 domains -> the robustness
 sweep -> summary.

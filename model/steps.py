@@ -2,7 +2,7 @@
 
 Three parts, in the order they run:
   data_steps        synthetic mini-COCO -> masks -> HDF5 -> the domain-shifted evaluation sets
-  training_steps    the base network -> the domain classifier -> (groups run two at a time)
+  training_steps    the base network -> (groups run two at a time) the domain classifier,
                     its validation and its domain probabilities for every evaluation set;
                     each of the three experts and the generalist, fine-tuned from the base
   evaluation_steps  per evaluation set (groups run two at a time): the three experts, the
@@ -173,13 +173,13 @@ class RemainingTime:
     estimate of the experiment's remaining time: the training steps still to run, each taking
     the developers' time of such a step (the first model's later steps one after another,
     the other models' two runs at a time) scaled by this machine's first epoch against
-    theirs, plus, on the synthetic demo, the classifier and the evaluation steps scaled by
+    theirs, plus, on the synthetic demo, the evaluation steps scaled by
     the same ratio (their time depends on the number of evaluation images, not on the
     epochs, so on real COCO only training is estimated)."""
     # The developers' demo (BENCHMARKS.md: with AVX2 kernels, on a slow day), in seconds:
     # the base network's first epoch, start-up included; each later step of the base
-    # network; the wall time of the groups of fine-tunings per fine-tuning step; the
-    # classifier's training and every step after the fine-tunings.
+    # network; the wall time of the groups of fine-tunings (and the classifier's) per
+    # fine-tuning step; every step after the fine-tunings.
     REFERENCE_EPOCH_S, REFERENCE_BASE_STEP_S = 154.0, 0.981
     REFERENCE_FINETUNE_STEP_S, REFERENCE_AFTER_TRAINING_S = 1.144, 841.0
 
@@ -219,7 +219,7 @@ class RemainingTime:
                 f"left ({first + others} steps)")
         if self.synthetic:
             after = self.REFERENCE_AFTER_TRAINING_S * ratio
-            text += (f", then about {after / 60:.0f} min of classifier and evaluation steps: "
+            text += (f", then about {after / 60:.0f} min of evaluation steps: "
                      f"about {(training + after) / 60:.0f} min in all")
         log.info("estimate: %s", text)
 
@@ -278,28 +278,25 @@ def _same_recipe(run_dir, recipe):
 
 
 def training_steps(a, d, runner):
-    """(steps, groups): the base network (the experts start from it) and the classifier's
-    training, one after the other on every core; then groups that need nothing from one
-    another (Runner.run_groups): the classifier's validation and predictions, and each expert
-    and the generalist alone. With --finetune_epochs 0 there is no base network: every model
-    is a group of its own. The classifier trains alone: with one thread its run rounds
-    differently, and in the demo it then ended at 97.50 % against 99.17 % with two
-    (BENCHMARKS.md)."""
+    """(steps, groups): the base network (the experts start from it), on every core; then
+    groups that need nothing from one another (Runner.run_groups): the classifier's training,
+    validation and predictions, and each expert and the generalist alone. With
+    --finetune_epochs 0 there is no base network: every model is a group of its own."""
     log_dir = Path(d["classifier_log"])
     validation = d["results"] / "classifier_validation"
     experts = expert_steps(a, d, watch=RemainingTime(a, d))
     base = experts[:1] if a.finetune_epochs else []
-    predictions = [
+    classifier = [
+        classifier_training_step(a, log_dir, runner),
         Step("validate_classifier", ["python", SCRIPT["validate_classifier"], "--log_dir",
                                      log_dir, "--coco_root", a.coco_root, "--out_dir",
                                      validation], [validation / "metrics.json"]),
     ]
-    predictions += [Step(f"classify_{t}", ["python", SCRIPT["classify"], "--coco_dataType",
+    classifier += [Step(f"classify_{t}", ["python", SCRIPT["classify"], "--coco_dataType",
                                            t, "--coco_root", a.coco_root, "--log_dir", log_dir,
                                            "--out_dir", d["domain"]],
                          [d["domain"] / f"{t}.json"]) for t in paths.EVAL_DATATYPES]
-    return (base + [classifier_training_step(a, log_dir, runner)],
-            [predictions] + [[step] for step in experts[len(base):]])
+    return base, [classifier] + [[step] for step in experts[len(base):]]
 
 
 # ------------------------------------------------------------------------------ evaluation

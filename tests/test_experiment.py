@@ -261,16 +261,17 @@ def test_the_demo_trains_the_classifier_with_the_small_recipe(tmp_path, run_expe
                            str(tmp_path / "out")])
     d = steps.output_dirs(a)
     base, groups = steps.training_steps(a, d, Runner(tmp_path / "markers"))
-    # The base network and the classifier alone, then the classifier's predictions beside
-    # each fine-tuning.
-    assert [s.name for s in base] == ["train_base", "train_classifier"]
+    # The base network alone, then the classifier's training and predictions beside each
+    # fine-tuning.
+    assert [s.name for s in base] == ["train_base"]
     assert [[s.name for s in g] for g in groups] == [
-        ["validate_classifier", *(f"classify_{t}" for t in paths.EVAL_DATATYPES)],
+        ["train_classifier", "validate_classifier",
+         *(f"classify_{t}" for t in paths.EVAL_DATATYPES)],
         ["train_normal"], ["train_dark"], ["train_motion_blur"], ["train_mixed"]]
     found = {s.name: s for s in base + sum(groups, [])}
     command = [str(x) for x in found["train_classifier"].command[2:]]
-    assert command == ["--coco_root", str(tmp_path / "coco"), "--arch", "resnet18",
-                       "--epochs", "10", "--input_size", "64", "--milestones", "7",
+    assert command == ["--coco_root", str(tmp_path / "coco"), "--arch", "tiny",
+                       "--epochs", "40", "--input_size", "64", "--milestones", "30",
                        "--seed", "0", "--log_dir", str(tmp_path / "out" / "classifier_log"),
                        "--input_mode", "crop", "--val_fraction", "0.2", "--keep_last", "2",
                        "--workers", "0"]

@@ -6,7 +6,8 @@ CrossEntropyLoss applies log-softmax itself (the fork's double softmax floored i
 about 0.55). Probabilities come from `probabilities(logits)` where they are reported.
 
 Architectures: "resnet50" (the fork's), "resnet18" (the light one for CPU) and "tiny" (four
-strided convolutions, for tests and smoke runs only; it has no ImageNet weights).
+strided convolutions, no ImageNet weights: the small configuration's, enough to tell the
+synthetic demo's domains apart, and the tests').
 """
 import logging
 from pathlib import Path

@@ -32,7 +32,7 @@ def parse_args(argv=None):
                         f"(default: {F['coco_root']}, or the resumed run's)")
     p.add_argument("--arch", choices=ARCHS, default=None,
                    help=f"backbone (default {R['arch']}); resnet18 for CPU; tiny (4 convolutions, "
-                        f"no ImageNet weights) for tests and smoke runs")
+                        f"no ImageNet weights) for the synthetic demo and tests")
     p.add_argument("--pretrained", default=None,
                    help="'auto' (default): torchvision's ImageNet file if it is in "
                         "$TORCH_HOME/hub/checkpoints, else a warning and random init; "
