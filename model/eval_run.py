@@ -135,14 +135,17 @@ def reusable_predictions(run_dir, key):
     if not isinstance(earlier, dict) or any(earlier.get(k) != key.get(k)
                                             for k in set(key) | set(earlier) if k != "image_ids"):
         return None
+    ids, seconds = run.get("image_ids"), run.get("prediction_seconds")
+    if not isinstance(ids, list) or not isinstance(seconds, (int, float)):
+        return None
     records = files.read_json(results_file, "results JSON")
     runs.check_result_records(records, results_file)
-    by_image = {int(i): [] for i in run["image_ids"]}
+    by_image = {int(i): [] for i in ids}
     if any(int(r["image_id"]) not in by_image for r in records):
         return None
     for r in records:
         by_image[int(r["image_id"])].append(r)
-    return by_image, float(run["prediction_seconds"]) / max(len(by_image), 1)
+    return by_image, float(seconds) / max(len(by_image), 1)
 
 
 def _unchanged_images(todo, folder, correction, uncorrected):

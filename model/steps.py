@@ -180,8 +180,8 @@ class RemainingTime:
     # the base network's first epoch, start-up included; each later step of the base
     # network; the wall time of the groups of fine-tunings (and the classifier's) per
     # fine-tuning step; every step after the fine-tunings.
-    REFERENCE_EPOCH_S, REFERENCE_BASE_STEP_S = 154.0, 0.981
-    REFERENCE_FINETUNE_STEP_S, REFERENCE_AFTER_TRAINING_S = 1.144, 841.0
+    REFERENCE_EPOCH_S, REFERENCE_BASE_STEP_S = 146.0, 0.969
+    REFERENCE_FINETUNE_STEP_S, REFERENCE_AFTER_TRAINING_S = 1.036, 331.0
 
     def __init__(self, a, d):
         models = trained_models(a)
