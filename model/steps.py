@@ -173,9 +173,9 @@ class RemainingTime:
     estimate of the experiment's remaining time: the training steps still to run, each taking
     the developers' time of such a step (the first model's later steps one after another,
     the other models' two runs at a time) scaled by this machine's first epoch against
-    theirs, plus, on the synthetic demo, the evaluation steps scaled by
-    the same ratio (their time depends on the number of evaluation images, not on the
-    epochs, so on real COCO only training is estimated)."""
+    theirs, plus, on the synthetic demo, the evaluation steps scaled by the same ratio
+    (their time depends on the number of evaluation images, not on the epochs, so on real
+    COCO only training is estimated)."""
     # The developers' demo (BENCHMARKS.md: with AVX2 kernels, on a slow day), in seconds:
     # the base network's first epoch, start-up included; each later step of the base
     # network; the wall time of the groups of fine-tunings (and the classifier's) per
