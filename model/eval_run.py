@@ -150,19 +150,20 @@ def reusable_predictions(run_dir, key):
 
 def _unchanged_images(todo, folder, correction, uncorrected):
     """(images still to predict, {image id: records} of those the correction leaves as they
-    are and the uncorrected run predicted: its people are theirs)."""
+    are and the uncorrected run predicted: its people are theirs, the seconds that run spent
+    on them). uncorrected: reusable_predictions of that run, or None."""
     if correction is None or uncorrected is None:
-        return todo, {}
-    rest, taken = [], {}
+        return todo, {}, 0.0
+    (by_image, seconds_per_image), rest, taken = uncorrected, [], {}
     for im in todo:
         i = int(im["id"])
         image = (predict_set.read_set_image(folder / im["file_name"], im)[0]
-                 if i in uncorrected else None)
+                 if i in by_image else None)
         if image is not None and correction.leaves_unchanged(image):
-            taken[i] = uncorrected[i]
+            taken[i] = by_image[i]
         else:
             rest.append(im)
-    return rest, taken
+    return rest, taken, len(taken) * seconds_per_image
 
 
 def predict(args, weights, note, images, settings, run_dir, correction=None,
@@ -197,7 +198,7 @@ def predict(args, weights, note, images, settings, run_dir, correction=None,
     folder = paths.image_dir(args.coco_root, args.coco_dataType)
     uncorrected = uncorrected_run and reusable_predictions(
         uncorrected_run, prediction_key(args.backend, weights, args.config, settings))
-    todo, taken = _unchanged_images(todo, folder, correction, uncorrected and uncorrected[0])
+    todo, taken, taken_seconds = _unchanged_images(todo, folder, correction, uncorrected)
     if taken:
         log.info("%d images the correction leaves as they are take the predictions of %s",
                  len(taken), uncorrected_run)
@@ -208,7 +209,7 @@ def predict(args, weights, note, images, settings, run_dir, correction=None,
                      key=lambda r: (r["image_id"], -r["score"]))
     predicted = sorted(done["image_ids"] + info["image_ids"] + list(taken))
     skipped = [list(s) for s in info["skipped"]]
-    seconds = done["seconds"] + info["seconds"] + (len(taken) * uncorrected[1] if taken else 0)
+    seconds = done["seconds"] + info["seconds"] + taken_seconds
     files.write_json(run_dir / runs.RESULTS_JSON, records)
     files.write_json(run_dir / runs.RUN_JSON, {
         "weights": str(weights), "weights_note": note, "config": args.config,

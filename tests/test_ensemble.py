@@ -39,6 +39,19 @@ def small_experts():
     return [network.build_pose_model("small", vgg19=None, seed=s) for s in range(3)]
 
 
+def count_network_runs(monkeypatch, models):
+    """{id(model): inputs it has run on} as inference.run_network is called from now on."""
+    runs = {id(m): 0 for m in models}
+    run_network = inference.run_network
+
+    def counting(model, batch):
+        runs[id(model)] += len(batch)
+        return run_network(model, batch)
+
+    monkeypatch.setattr(inference, "run_network", counting)
+    return runs
+
+
 def test_fused_set_weights_each_image_by_its_own_probabilities(small_experts, tmp_path,
                                                                monkeypatch):
     """predict_dataset with per-image weights (the fused ensemble) gives each image the
@@ -52,14 +65,8 @@ def test_fused_set_weights_each_image_by_its_own_probabilities(small_experts, tm
         pixels[i] = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
         cv2.imwrite(str(tmp_path / f"{i}.png"), pixels[i])
         images.append({"id": i, "file_name": f"{i}.png", "height": 40, "width": 56})
-    runs = {id(m): 0 for m in small_experts}
     network = inference.run_network
-
-    def counting(model, batch):
-        runs[id(model)] += len(batch)
-        return network(model, batch)
-
-    monkeypatch.setattr(inference, "run_network", counting)
+    runs = count_network_runs(monkeypatch, small_experts)
     # the decoder step hands back the averaged maps instead of people
     monkeypatch.setattr(inference, "decode_maps", lambda heat, paf, hw, s: (heat, paf.dense()))
     monkeypatch.setattr(inference.decode, "people_to_coco",
@@ -275,14 +282,7 @@ def test_fused_ensemble_takes_the_evaluation_of_an_image_that_weighs_one_expert(
         (run_dirs[-1] / "run.json").write_text(json.dumps(
             {"image_ids": ids, "prediction_seconds": 3.0 * len(ids),
              "key": dict(key, image_ids=ids)}))
-    runs = {id(m): 0 for m in small_experts}
-    run_network = inference.run_network
-
-    def counting(model, batch):
-        runs[id(model)] += len(batch)
-        return run_network(model, batch)
-
-    monkeypatch.setattr(inference, "run_network", counting)
+    runs = count_network_runs(monkeypatch, small_experts)
 
     def fuse():
         return ens.fuse_set("x", tmp_path, images, probs, ("small", settings), weights,
@@ -292,7 +292,7 @@ def test_fused_ensemble_takes_the_evaluation_of_an_image_that_weighs_one_expert(
     monkeypatch.setattr(ens.backends, "load_model",    # the networks counted above
                         lambda backend, config, path: small_experts[weights.index(Path(path))])
     records, seconds, info = fuse()
-    assert [runs[id(m)] for m in small_experts] == [2, 1, 0]     # images 2 and 3; image 2
+    assert [runs[id(m)] for m in small_experts] == [2, 1, 0]   # normal: 2, 3; dark: 2
     assert [r for r in records if r["image_id"] in (1, 4)] == marker[1]
     assert info["reused_images"] == {"normal": 0, "dark": 2, "motion_blur": 0}
     assert info["expert_runs"] == {"normal": 2, "dark": 3, "motion_blur": 0}
