@@ -51,6 +51,7 @@ import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -405,7 +406,6 @@ class BatchStream:
         self.prefetch = prefetch or max(2, 2 * self.workers)
         self._views = {}
         self._pool = ThreadPoolExecutor(self.workers) if self.workers else None
-        self._pending = deque()
 
     def _view(self, data_pass):
         view = self._views.get(data_pass)
@@ -423,29 +423,30 @@ class BatchStream:
 
     def iterate(self, start, stop):
         """Yield (i, batch) for i in [start, stop)."""
+        # The generator runs in this thread, so views are made here: set_epoch is not
+        # thread-safe.
+        calls = (partial(self._view(i // self.per_pass).__getitem__, i % self.per_pass)
+                 for i in range(start, stop))
+        yield from zip(range(start, stop), self.read_ahead(calls))
+
+    def read_ahead(self, calls):
+        """Yield the results of `calls` (zero-argument functions, taken in this thread) in
+        their order, `prefetch` of them running ahead in the workers (none: one by one)."""
         if self._pool is None:
-            for i in range(start, stop):
-                yield i, self.get(i)
+            for call in calls:
+                yield call()
             return
-        self._pending.clear()
-        nxt = start
+        pending = deque()
         try:
-            while nxt < stop and len(self._pending) < self.prefetch:
-                # Views are made in this thread: set_epoch is not thread-safe.
-                self._view(nxt // self.per_pass)
-                self._pending.append((nxt, self._pool.submit(self.get, nxt)))
-                nxt += 1
-            while self._pending:
-                i, future = self._pending.popleft()
-                if nxt < stop:
-                    self._view(nxt // self.per_pass)
-                    self._pending.append((nxt, self._pool.submit(self.get, nxt)))
-                    nxt += 1
-                yield i, future.result()
+            for call in calls:
+                pending.append(self._pool.submit(call))
+                if len(pending) > self.prefetch:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
         finally:
-            for _, future in self._pending:
+            for future in pending:
                 future.cancel()
-            self._pending.clear()
 
     def close(self):
         if self._pool is not None:

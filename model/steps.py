@@ -5,9 +5,9 @@ Three parts, in the order they run:
   training_steps    the base network -> (groups run two at a time) the domain classifier,
                     its validation and its domain probabilities for every evaluation set;
                     each of the three experts and the generalist, fine-tuned from the base
-  evaluation_steps  per evaluation set (groups run two at a time): the three experts, the
-                    generalist and the gamma baseline, the routed and the fused ensemble,
-                    then the experts' disagreement (uncertainty)
+  evaluation_steps  (groups run two at a time) the robustness sweep; per evaluation set:
+                    the three experts, the generalist and the gamma baseline, the routed and
+                    the fused ensemble, then the experts' disagreement (uncertainty)
 Each builder takes the runner's resolved flags `a` (see run_experiment.parse_args), the output
 folders `d` (output_dirs) and the Runner (model.experiment), and returns a list of Steps
 (evaluation_steps: a list of such lists, see Runner.run_groups; training_steps: both). A
@@ -302,9 +302,12 @@ def training_steps(a, d, runner):
 # ------------------------------------------------------------------------------ evaluation
 
 def evaluation_steps(a, d, runner):
-    """Groups of steps that need nothing from one another (Runner.run_groups): one per
-    evaluation set, in order, and the robustness sweep."""
-    return [set_steps(a, d, t) for t in paths.EVAL_DATATYPES] + [[robustness_step(a, d)]]
+    """Groups of steps that need nothing from one another (Runner.run_groups): the robustness
+    sweep, then one per evaluation set, in order."""
+    # The sweep is one long step that keeps the threads it started with; first, it ends
+    # beside a set's short steps, and what runs alone at the end are short steps that take
+    # the freed core (demo, AVX2: it ran 77 s alone on one thread as the last group).
+    return [[robustness_step(a, d)]] + [set_steps(a, d, t) for t in paths.EVAL_DATATYPES]
 
 
 def set_steps(a, d, t):

@@ -171,29 +171,31 @@ class Stepper:
             per_output = strategy.run(replica_step, args=(inputs, targets))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per_output, axis=None)
 
-        def replica_sse(inputs, targets):
-            outputs = model(inputs, training=False)
-            # Sum of squared errors / 2 per output (not divided by a batch size yet).
-            return pose_losses(targets, outputs, self.names, 1)
-
-        @tf.function(reduce_retracing=True)
-        def eval_step(inputs, targets):
-            per_output = strategy.run(replica_sse, args=(inputs, targets))
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_output, axis=None)
-
-        self._train_step, self._eval_step = train_step, eval_step
+        self._train_step = train_step
+        self.sse = sse_step(model, strategy, self.names)
 
     def train(self, inputs, targets):
         """One optimizer step on a global batch; returns the per-output losses (numpy)."""
         batch = split_for_replicas(self.strategy, (inputs, targets))
         return np.asarray(self._train_step(*batch))
 
-    def sse(self, inputs, targets):
-        """Per-output sum of squared errors / 2 of a batch of any size (numpy)."""
-        n = len(inputs["image"])
-        if n % self.strategy.num_replicas_in_sync:
+
+def sse_step(model, strategy, names):
+    """sse(inputs, targets): `model`'s per-output sum of squared errors / 2 (not divided by a
+    batch size) of a batch of any size, in inference mode, over the replicas of `strategy`
+    (numpy)."""
+    def replica_sse(inputs, targets):
+        return pose_losses(targets, model(inputs, training=False), names, 1)
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(inputs, targets):
+        per_output = strategy.run(replica_sse, args=(inputs, targets))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_output, axis=None)
+
+    def sse(inputs, targets):
+        if len(inputs["image"]) % strategy.num_replicas_in_sync:
             # An uneven tail batch: evaluate it on one device.
-            outputs = self.model(inputs, training=False)
-            return np.asarray(pose_losses(targets, outputs, self.names, 1))
-        batch = split_for_replicas(self.strategy, (inputs, targets))
-        return np.asarray(self._eval_step(*batch))
+            return np.asarray(pose_losses(targets, model(inputs, training=False), names, 1))
+        return np.asarray(eval_step(*split_for_replicas(strategy, (inputs, targets))))
+
+    return sse

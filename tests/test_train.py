@@ -472,6 +472,37 @@ def test_batch_norm_folds_into_the_plain_network():
         train_config.resolve_batch_norm("auto", "full")
 
 
+def test_validation_runs_the_folded_network_and_equals_the_batch_norm_one(hdf5_dir, tmp_path):
+    """validate() scores the network the weight file will hold (the batch norm folded in),
+    its batches rendered ahead by the input workers: the same loss as the batch-norm network
+    in inference mode on batches read one by one."""
+    cfg = tiny_cfg(hdf5_dir, tmp_path, batch_norm=True, epochs=1, steps_per_epoch=2,
+                   workers=2)
+    t = trainer.Trainer(cfg)
+    t.plan = train_config.check_inputs(cfg)
+    t.set_up_devices()
+    t.open_data()
+    try:
+        t.build()
+        t.restore()
+        for i, (inputs, targets) in t.stream.iterate(0, 2):    # moving statistics move
+            t.train_step(i, inputs, targets)
+        got = t.validate()
+    finally:
+        t.close()
+    want, n = 0.0, 0
+    for b in range(len(t.val_batches)):
+        inputs, targets = t.val_batches[b]
+        want = want + t.stepper.sse(inputs, targets)
+        n += len(inputs["image"])
+    assert n == len(t.plan.val_samples) and np.all(want > 0)
+    np.testing.assert_allclose(got, want / n, rtol=1e-4)
+    # What was validated is what export() writes.
+    folded = t.export_model.get_layer("conv2_1").get_weights()[0]
+    bn_kernel = t.training_model.get_layer("conv2_1").get_weights()[0]
+    assert not np.allclose(folded, bn_kernel)
+
+
 @pytest.mark.slow
 def test_mixed_precision_with_batch_norm_trains_and_resumes(hdf5_dir, tmp_path):
     cfg = tiny_cfg(hdf5_dir, tmp_path, mixed_precision=True, batch_norm=True, epochs=1,
