@@ -355,11 +355,14 @@ def paf_origin(model):
 
 def run_network(model, batch):
     """(pafs, heatmaps) numpy arrays of a float32 (B, H, W, 3) batch; the PAFs are
-    NetworkPafs tagged with the model's PAF grid. A Keras model runs through its compiled
-    predict function (predict_on_batch: a tf.function that relaxes to any input shape after
-    the second one; the same maps as an eager call, 4.6x faster for the small configuration
-    at 368 x 280 on 2 cores, BENCHMARKS.md); other backends are called."""
-    if hasattr(model, "predict_on_batch"):
+    NetworkPafs tagged with the model's PAF grid. A Keras model loaded from a weight file
+    runs through its frozen inference function (network.freeze_inference), another one
+    through its compiled predict function (predict_on_batch: a tf.function that relaxes to
+    any input shape after the second one; the same maps as an eager call, 4.6x faster for the
+    small configuration at 368 x 280 on 2 cores, BENCHMARKS.md); other backends are called."""
+    if getattr(model, "frozen_inference", None) is not None:
+        outputs = model.frozen_inference(batch)
+    elif hasattr(model, "predict_on_batch"):
         outputs = model.predict_on_batch(batch)
     else:
         outputs = model(batch, training=False)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from model import network
+from model import inference, network
 from model.errors import UserError
 
 BACKBONE = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
@@ -459,6 +459,27 @@ def test_plain_model_saves_and_loads_with_its_flag(tmp_path, suffix):
     assert_same_weights(plain, loaded)
     image = image_batch(1, 24, 32, seed=5)
     np.testing.assert_array_equal(np.asarray(plain(image)[1]), np.asarray(loaded(image)[1]))
+
+
+def test_loaded_models_run_frozen_with_the_keras_maps(tmp_path):
+    """A model loaded from a weight file runs through its frozen inference function: the
+    maps of Keras' predict function, on new input sizes and batches, from the weights it was
+    loaded with."""
+    model = network.build_pose_model("small", vgg19=None, seed=3)
+    path = network.save_weights(model, tmp_path / "weights.0001.h5")
+    loaded = network.load_pose_model("small", path)
+    batches = [image_batch(1, 48, 64, seed=4), image_batch(2, 40, 72, seed=5)]
+    for batch in batches:
+        maps = inference.run_network(loaded, batch)
+        for got, want in zip(maps, model.predict_on_batch(batch)):
+            assert got.shape == want.shape and np.abs(want).max() > 0
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    for layer in loaded.layers:          # what the frozen function holds are constants
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    np.testing.assert_array_equal(inference.run_network(loaded, batches[0])[1],
+                                  loaded.frozen_inference(batches[0])[1])
+    assert np.abs(inference.run_network(loaded, batches[0])[1]).max() > 0
+    assert np.abs(loaded.predict_on_batch(batches[0])[1]).max() == 0
 
 
 def test_weight_files_record_the_paf_grid_and_default_to_the_targets(tmp_path):
