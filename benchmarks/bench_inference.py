@@ -1,11 +1,16 @@
-"""Network time per image of the pose network in TensorFlow (Keras called eagerly, and as a
-tf.function graph, which model/inference.py uses through Keras' predict_on_batch), ONNX
-Runtime and OpenVINO, in one run, and the post-processing time beside it.
+"""Network time per image of the pose network in TensorFlow (Keras called eagerly, as a
+tf.function graph, which Keras' predict_on_batch is, and frozen, network.freeze_inference,
+which model/inference.py runs for a network loaded from a weight file), ONNX Runtime and
+OpenVINO, in one run, and the post-processing time beside it.
 
-    python benchmarks/bench_inference.py [--config full] [--repeats 5] [--out FILE.md]
+    python benchmarks/bench_inference.py [--config full] [--repeats 5] [--new_sizes 10]
+                                         [--threads N] [--out FILE.md]
 
 Batch 1, at 368 x 368 (CMU's crop) and at 640 x 480 native (a VGA photo, fed as it is, the
-fork's single scale). Weights are random (He-scaled): the time of a convolution does not
+fork's single scale), each the same image again and again; and, as an evaluation meets
+them, --new_sizes images of sizes the backend has not seen, within 64 px of 368 x 280 (each
+backend its own sizes, drawn alike: oneDNN keeps what it prepared for a size, whichever
+backend asked). Weights are random (He-scaled): the time of a convolution does not
 depend on its values. Each backend runs the same ONNX file exported from the same Keras
 model (model/export.py), after one untimed warm-up call per size; the table gives the median
 wall time of --repeats calls, so compare backends within one run: they take turns on the
@@ -71,12 +76,14 @@ def materialised(call):
 
 
 def tensorflow_backends(config, weights):
-    """The Keras model with `weights`, called eagerly and as a tf.function graph (what
-    model/inference.py runs, through predict_on_batch)."""
+    """The Keras model with `weights`, called eagerly, as a tf.function graph (what
+    model/inference.py runs for a model built in code, through predict_on_batch) and frozen
+    (what it runs for one loaded from a weight file)."""
     keras_model = network.build_pose_model(config, weights=str(weights), vgg19=None)
     graph = tf.function(lambda b: keras_model(b, training=False), reduce_retracing=True)
     return {"TensorFlow": materialised(lambda b: keras_model(b, training=False)),
-            "TensorFlow tf.function": materialised(graph)}
+            "TensorFlow tf.function": materialised(graph),
+            "TensorFlow frozen": materialised(network.freeze_inference(keras_model))}
 
 
 def onnxruntime_backend(onnx_path, provider="CPUExecutionProvider"):
@@ -106,6 +113,28 @@ def time_backends(backends, sizes=None, repeats=5, seed=0):
     return results
 
 
+def new_sizes_ms(backends, count, around=(280, 368), seed=0):
+    """{backend: mean ms per image} of `count` calls, each on a size the backend has not
+    seen, within 64 px of `around` (h, w) in steps of 8; the sizes are drawn once and dealt
+    round-robin by area, so every backend gets sizes of about the same total area."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(-8, 9) * 8
+    sizes = {(around[0] + int(dh), around[1] + int(dw))
+             for dh, dw in rng.choice(steps, (40 * count * len(backends), 2))}
+    sizes = sorted(sizes, key=lambda hw: (hw[0] * hw[1], hw))[:count * len(backends)]
+    if len(sizes) < count * len(backends):
+        raise UserError(f"--new_sizes {count} needs more sizes than {len(sizes)}")
+    out = {}
+    for k, (name, call) in enumerate(backends.items()):
+        mine = sizes[k::len(backends)]
+        call(rng.uniform(0, 255, (1, 64, 64, 3)).astype(np.float32))      # warm-up
+        start = time.perf_counter()
+        for h, w in mine:
+            call(rng.uniform(0, 255, (1, h, w, 3)).astype(np.float32))
+        out[name] = (time.perf_counter() - start) / count * 1000.0
+    return out
+
+
 def postprocess_ms(repeats, seed=0):
     ref = load_literal()
     hw = (480, 640)
@@ -121,7 +150,7 @@ def postprocess_ms(repeats, seed=0):
     return statistics.median(times) * 1000.0
 
 
-def run(config, repeats):
+def run(config, repeats, new_sizes):
     with tempfile.TemporaryDirectory() as tmp:
         weights = random_weights(config, tmp)
         onnx_path = Path(tmp) / "pose.onnx"
@@ -131,6 +160,8 @@ def run(config, repeats):
                     "OpenVINO": export.OpenVinoPoseModel(onnx_path, config),
                     "OpenVINO bf16": export.OpenVinoPoseModel(onnx_path, config, "bf16")}
         results = time_backends(backends, SIZES, repeats)
+        if new_sizes:
+            results[f"{new_sizes} new sizes near 368x280"] = new_sizes_ms(backends, new_sizes)
     threads = {"tensorflow_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                "tensorflow_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                "onnxruntime_intra_op": "0 (one per core)"}
@@ -148,6 +179,9 @@ def format_table(config, results, post_ms, repeats, threads):
         tf_ms = row["TensorFlow"]
         lines.append(f"| {size} | " + " | ".join(f"{row[n]:.0f}" for n in names) + " | "
                      + " | ".join(f"{tf_ms / row[n]:.2f}x" for n in names[1:]) + " |")
+    if any(size not in SIZES for size in results):
+        lines += ["", "New sizes: the mean over calls that each met a size for the first time "
+                      "(the row's sizes differ between backends, drawn alike)."]
     lines += ["", f"Post-processing of a 640x480 image with 5 people (maps -> COCO records, "
                   f"working grid {inference.DEFAULT_RESOLUTION}): {post_ms:.1f} ms (median)."]
     return "\n".join(lines) + "\n"
@@ -158,6 +192,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="full", choices=sorted(network.CONFIGS))
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--new_sizes", type=int, default=10,
+                   help="images of sizes not seen before, timed once each (0: none)")
     p.add_argument("--out", type=Path, default=None, help="also write the table here")
     p.add_argument("--threads", type=int, default=None,
                    help="threads per operation (default: all cores), as Runner.run_groups "
@@ -167,7 +203,9 @@ def main():
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         limit_threads(args.threads)
-    results, threads = run(args.config, max(1, args.repeats))
+    if args.new_sizes < 0:
+        raise UserError(f"--new_sizes must be >= 0, got {args.new_sizes}")
+    results, threads = run(args.config, max(1, args.repeats), args.new_sizes)
     table = format_table(args.config, results, postprocess_ms(max(3, args.repeats)),
                          args.repeats, threads)
     print(table)

@@ -176,12 +176,12 @@ class RemainingTime:
     theirs, plus, on the synthetic demo, the evaluation steps scaled by the same ratio
     (their time depends on the number of evaluation images, not on the epochs, so on real
     COCO only training is estimated)."""
-    # The developers' demo (BENCHMARKS.md: with AVX2 kernels, on a slow day), in seconds:
-    # the base network's first epoch, start-up included; each later step of the base
-    # network; the wall time of the groups of fine-tunings (and the classifier's) per
+    # The developers' demo (BENCHMARKS.md: the 23 min 48 s run with AVX2 kernels), in
+    # seconds: the base network's first epoch, start-up included; each later step of the
+    # base network; the wall time of the groups of fine-tunings (and the classifier's) per
     # fine-tuning step; every step after the fine-tunings.
-    REFERENCE_EPOCH_S, REFERENCE_BASE_STEP_S = 146.0, 0.969
-    REFERENCE_FINETUNE_STEP_S, REFERENCE_AFTER_TRAINING_S = 1.036, 331.0
+    REFERENCE_EPOCH_S, REFERENCE_BASE_STEP_S = 112.0, 0.783
+    REFERENCE_FINETUNE_STEP_S, REFERENCE_AFTER_TRAINING_S = 0.987, 251.0
 
     def __init__(self, a, d):
         models = trained_models(a)

@@ -70,7 +70,8 @@ def test_dry_run_measures_every_part(tmp_path):
     assert all(positive(parts["data"]["results"][k]["seconds"])
                for k in ("synthetic", "masks", "hdf5"))
     assert parts["export"]["results"]["max_relative_difference_vs_keras"] < 1e-4
-    for name, backends in (("inference_tensorflow", {"TensorFlow", "TensorFlow tf.function"}),
+    for name, backends in (("inference_tensorflow", {"TensorFlow", "TensorFlow tf.function",
+                                                     "TensorFlow frozen"}),
                            ("inference_onnxruntime", {"ONNX Runtime"})):
         results = parts[name]["results"]
         assert sorted(results) == sorted(s["inference_sizes"])
