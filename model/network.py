@@ -595,12 +595,13 @@ def load_pose_model(config, weights_path, allow_partial=False):
 
 def freeze_inference(model):
     """batch -> [paf, heatmaps] of the test model `model` with its present weights as graph
-    constants (model.inference runs the networks it loads through it; weights set later do
-    not reach it). With variables, oneDNN's convolutions reorder their filters for every new
-    input shape, and on an AVX2-only CPU at batch 1 fall back to a slower GEMM kernel; with
-    constants they reorder once (BENCHMARKS.md, "Inference backends": the small network at
-    1.4-2.7x the speed of Keras' predict function on images of new sizes, the same maps to
-    1e-5). Freezing costs 0.7 s for the small configuration, 7.7 s for the full one."""
+    constants (load_pose_model attaches it as `frozen_inference`, which model.inference
+    runs; weights set later do not reach it). With variables, oneDNN's convolutions reorder
+    their filters for every new input size, and with AVX2 kernels at batch 1 fall back to a
+    slower GEMM kernel; with constants they reorder once (BENCHMARKS.md, "Inference
+    backends": the demo's evaluation 1.5-2.0x faster in its network time with AVX2, 1.2x
+    with AVX-512, the same people). Freezing costs about 0.7 s for the small configuration
+    and 7.7 s for the full one."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
