@@ -582,14 +582,17 @@ def check_weight_coverage(config, weights_path, hint=""):
 
 
 def load_pose_model(config, weights_path, allow_partial=False):
-    """The Keras test model of `config` with the weights of `weights_path` (by layer name).
+    """The Keras test model of `config` with the weights of `weights_path` (by layer name),
+    frozen for inference where the configuration's recipe says so (freeze_inference).
 
     A file that lacks a layer of the configuration is refused (UserError naming the first)
     unless allow_partial, which keeps such layers at their initial values."""
     if not allow_partial:
         check_weight_coverage(config, weights_path)
+    from model.recipes import get_recipe       # model.recipes imports this module
     model = build_pose_model(config, training=False, weights=str(weights_path), vgg19=None)
-    model.frozen_inference = freeze_inference(model)
+    if get_recipe(get_config(config)).frozen_inference:
+        model.frozen_inference = freeze_inference(model)
     return model
 
 
@@ -600,8 +603,9 @@ def freeze_inference(model):
     their filters for every new input size, and with AVX2 kernels at batch 1 fall back to a
     slower GEMM kernel; with constants they reorder once (BENCHMARKS.md, "Inference
     backends": the demo's evaluation 1.5-2.0x faster in its network time with AVX2, 1.2x
-    with AVX-512, the same people). Freezing costs about 0.7 s for the small configuration
-    and 7.7 s for the full one."""
+    with AVX-512, the same people). Freezing and the first call cost about 1 s for the small
+    configuration and 16-52 s for the full one, which the recipes therefore leave unfrozen
+    (model.recipes)."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
