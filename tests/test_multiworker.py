@@ -116,6 +116,7 @@ def test_chief_equals_one_process_on_the_same_global_batch(runs):
     assert json.loads((runs / "worker0" / "run.json").read_text())["replicas"] == 2
 
 
+@pytest.mark.slow          # its fixture trains three processes (about 40 s)
 def test_only_the_chief_writes(runs):
     assert {"weights.0001.h5", "train_state.h5", "log.csv", "run.json"} <= {
         p.name for p in (runs / "worker0").iterdir()}

@@ -472,6 +472,7 @@ def test_batch_norm_folds_into_the_plain_network():
         train_config.resolve_batch_norm("auto", "full")
 
 
+@pytest.mark.slow
 def test_validation_runs_the_folded_network_and_equals_the_batch_norm_one(hdf5_dir, tmp_path):
     """validate() scores the network the weight file will hold (the batch norm folded in),
     its batches rendered ahead by the input workers: the same loss as the batch-norm network
