@@ -604,8 +604,8 @@ def freeze_inference(model):
     slower GEMM kernel; with constants they reorder once (BENCHMARKS.md, "Inference
     backends": the demo's evaluation 1.5-2.0x faster in its network time with AVX2, 1.2x
     with AVX-512, the same people). Freezing and the first call cost about 1 s for the small
-    configuration and 16-52 s for the full one, which the recipes therefore leave unfrozen
-    (model.recipes)."""
+    configuration and, measured once, 52 s for the full one, which its recipe therefore
+    leaves unfrozen (model.recipes)."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)

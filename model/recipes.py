@@ -27,7 +27,7 @@ measurably needed it:
 - a network loaded for inference runs frozen, its weights as graph constants: its
   evaluation of the demo's 125 images took 1.5-2.0x less network time with AVX2 kernels
   (1.2x with AVX-512), for about 1 s more to load. The full network keeps Keras' predict
-  function: freezing its 52 M weights took 16-52 s on first use, more than a photo wins
+  function: freezing its 52 M weights and the first call took 52 s, more than a photo wins
   back;
 - a domain classifier of four strided convolutions ("tiny", 16-64 channels) trained from
   scratch on 64 px crops of a 128 px view: a whole image resized to 64 px shrinks the 30 px
