@@ -29,6 +29,7 @@ from model.domains import EXPERT_EFFECTS, TRAINED_MODELS
 from model.errors import UserError
 from model.files import write_json
 from model.hdf5 import generate_hdf5
+from model.machine import describe, describe_line
 from model.masks import generate_masks
 from model.recipes import RECIPES
 from model.synthetic import generate_dataset
@@ -175,7 +176,7 @@ def main(argv=None):
                                     f"{paths.annotation_file(coco_root, source).name}); pass "
                                     "--coco_root or --synthetic_train N")
         results = {"coco_root": str(coco_root), "images": _image_count(coco_root),
-                   "workers": args.workers, "cpu_count": os.cpu_count(),
+                   "workers": args.workers, "cpu": describe(),
                    "seed": args.seed if args.synthetic_train > 0 else None, "rows": []}
         for name in args.measure:
             options = ({"effects": args.pipeline_effects, "seed": args.seed,
@@ -187,7 +188,7 @@ def main(argv=None):
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{results['images']} images in {results['coco_root']}"
           f"{' (synthetic, seed %d)' % args.seed if args.synthetic_train > 0 else ''}, "
-          f"{results['cpu_count']} cores\n")
+          f"CPU: {describe_line(results['cpu'])}\n")
     print("| measurement | value | unit |\n|---|---:|---|")
     for metric, value, unit in results["rows"]:
         print(f"| {metric} | {value:,.2f} | {unit} |" if isinstance(value, float)

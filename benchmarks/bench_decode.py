@@ -21,6 +21,7 @@ import numpy as np
 
 from model import cli, decode, files, inference, paths
 from model.errors import UserError
+from model.machine import describe_line
 
 
 def load_literal():
@@ -104,7 +105,8 @@ def run(repeats, seed, resolution, counts=(1, 5, 10, 20), noise=0.03):
 
 def format_table(rows, resolution, repeats, seed):
     lines = [f"Post-processing of a 640x480 image from 80x60 maps to COCO records: CPU time, "
-             f"median over {repeats} scenes (seed {seed}), one thread:",
+             f"median over {repeats} scenes (seed {seed}), one thread (CPU: "
+             f"{describe_line()}):",
              "",
              "| people | found | literal (ms) | fast, full resolution (ms) | speed-up | "
              f"fast, resolution {resolution} (ms) | speed-up |",

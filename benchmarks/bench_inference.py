@@ -23,9 +23,7 @@ kernels are counted to their end. benchmarks/gpu_check.py times the same calls o
 with ONNX Runtime on its CUDA provider (`onnxruntime_backend`).
 """
 import argparse
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -38,17 +36,9 @@ from model import caffe, export, files, inference, network
 from model.cli import main_guard
 from model.errors import UserError
 from model.launcher import limit_threads
+from model.machine import describe_line
 
 SIZES = {"368x368": (368, 368), "640x480": (480, 640)}
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def random_weights(config, folder):
@@ -171,7 +161,7 @@ def run(config, repeats, new_sizes):
 def format_table(config, results, post_ms, repeats, threads):
     names = list(next(iter(results.values())))
     lines = [f"Network time per image, configuration {config}, batch 1, median of {repeats} "
-             f"(CPU: {cpu_model()}; threads: {threads}):", "",
+             f"(CPU: {describe_line()}; threads: {threads}):", "",
              "| input | " + " | ".join(f"{n} (ms)" for n in names)
              + " | " + " | ".join(f"TensorFlow / {n}" for n in names[1:]) + " |",
              "|---|" + "---:|" * (2 * len(names) - 1)]

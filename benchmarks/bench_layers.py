@@ -14,20 +14,19 @@ than a whole step. GFLOP/s counts 3x the forward multiply-adds x 2 (forward, inp
 weight gradient). The CPU model and oneDNN's ISA limit are printed with the tables."""
 import argparse
 import dataclasses
-import os
 import statistics
 import time
 from pathlib import Path
 
 import keras
 import tensorflow as tf
-from bench_inference import cpu_model
 from bench_train import time_train_steps
 
 from model import batchnorm, network
 from model.cli import add_seed, main_guard, str2bool
 from model.errors import UserError
 from model.files import write_json
+from model.machine import describe, describe_line
 from model.recipes import get_recipe
 
 # Variants of a configuration timed as whole steps: (label, PoseConfig field changes).
@@ -166,11 +165,11 @@ def main(argv=None):
             raise UserError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     batch_norm = get_recipe(args.config).batch_norm if args.batch_norm is None \
         else args.batch_norm
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "not set (all the CPU has)")
-    print(f"CPU: {cpu_model()}; ONEDNN_MAX_CPU_ISA: {isa}; {os.cpu_count()} cores visible; "
+    cpu = describe()
+    print(f"CPU: {describe_line(cpu)}; "
           f"config {args.config}, batch {args.batch_size}, batch norm {batch_norm}, "
           f"seed {args.seed}\n")
-    results = {"cpu": cpu_model(), "onednn_max_cpu_isa": isa, "config": args.config,
+    results = {"cpu": cpu, "config": args.config,
                "batch_size": args.batch_size, "batch_norm": batch_norm, "seed": args.seed,
                "layers": profile_layers(args.config, args.batch_size, batch_norm,
                                         args.repeats, args.seed)}

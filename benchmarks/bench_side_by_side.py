@@ -11,22 +11,18 @@ times and their ratio with the CPU model: a ratio above 1 means side by side is 
 """
 import argparse
 import logging
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import cpu_model  # noqa: E402
-
-from model import paths  # noqa: E402
-from model.domains import BASE  # noqa: E402
-from model.cli import main_guard  # noqa: E402
-from model.errors import UserError  # noqa: E402
-from model.experiment import Runner, Step  # noqa: E402
-from model.launcher import Launcher  # noqa: E402
-from model.steps import SCRIPT  # noqa: E402
+from model import paths
+from model.domains import BASE
+from model.cli import main_guard
+from model.errors import UserError
+from model.experiment import Runner, Step
+from model.launcher import Launcher
+from model.machine import describe_line
+from model.steps import SCRIPT
 
 EFFECTS = ("_dark", "_motion_blur")
 
@@ -74,8 +70,7 @@ def main(argv=None):
         if not f.is_file():
             raise UserError(f"{f} not found: run `make demo` first, or give --hdf5_dir and "
                              f"--weights")
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; ONEDNN_MAX_CPU_ISA="
-          f"{os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset)')}; {len(EFFECTS)} fine-tunings of "
+    print(f"CPU: {describe_line()}; {len(EFFECTS)} fine-tunings of "
           f"{args.steps} steps, batch {args.batch_size}, --config {args.config}")
     launcher = Launcher()
     with tempfile.TemporaryDirectory() as tmp:

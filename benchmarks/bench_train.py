@@ -24,6 +24,7 @@ from model.cli import add_seed, main_guard, str2bool
 from model.domains import EXPERT_EFFECTS, NORMAL
 from model.errors import UserError
 from model.files import write_json
+from model.machine import describe, describe_line
 from model.batchnorm import build_bn_training_model
 from model.optim import make_optimizer
 from model.pipeline import BatchStream, PoseBatches
@@ -41,7 +42,7 @@ def device_description():
         names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
                  for g in gpus]
         return f"{len(gpus)} GPU: {', '.join(names)}"
-    return f"CPU ({os.cpu_count()} cores visible)"
+    return f"CPU: {describe_line()}"
 
 
 def random_batch(pcfg, batch_size, names, seed):
@@ -185,7 +186,7 @@ def main(argv=None):
     cfg = network.get_config(args.config)
     jit = {"both": [False, True], "true": [True], "false": [False]}[args.jit_compile]
     results = {"config": cfg.name, "input_size": cfg.input_size, "seed": args.seed,
-               "device": device_description(), "model": {}}
+               "device": device_description(), "cpu": describe(), "model": {}}
     batch_norm = get_recipe(cfg).batch_norm if args.batch_norm is None else args.batch_norm
     results["batch_norm"] = batch_norm
     print(f"device: {results['device']}; config {cfg.name} at {cfg.input_size} x "

@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))    # `model` without an installed package (the GPU
 from model.cli import add_seed, main_guard, str2bool  # noqa: E402
 from model.errors import UserError  # noqa: E402
 from model.files import ensure_writable_dir, write_json  # noqa: E402
+from model.machine import describe, describe_line, lscpu_fields  # noqa: E402
 
 FORMAT = 1
 # (name, environment, sees the GPU, time limit in s on a GPU machine)
@@ -344,12 +345,10 @@ def command_output(args, timeout=60):
 
 
 def system_info():
-    lscpu = command_output(["lscpu"])
-    fields = dict(line.split(":", 1) for line in lscpu.get("output", "").splitlines()
-                  if ":" in line and not line.startswith("Flags"))
+    cpu = describe()
     query = "name,driver_version,memory.total,clocks.max.sm,power.limit,pcie.link.gen.max"
-    return {"cpu_model": fields.get("Model name", platform.processor() or "unknown").strip(),
-            "lscpu": {k.strip(): v.strip() for k, v in fields.items()} or lscpu,
+    return {"cpu_model": cpu["cpu_model"], "cpu": describe_line(cpu),
+            "lscpu": {k: v for k, v in lscpu_fields().items() if k != "Flags"},
             "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "nvidia_smi": command_output(["nvidia-smi"]),
             "nvidia_smi_query": command_output(["nvidia-smi", f"--query-gpu={query}",

@@ -106,16 +106,20 @@ def test_without_a_gpu_it_says_so_and_runs_the_dry_run(tmp_path):
 
 def test_a_part_past_its_time_limit_is_stopped_and_the_next_one_runs(tmp_path):
     out = tmp_path / "gpu.json"
-    # 1 s per part: no part gets past importing its libraries.
+    # 1 s per part: no part that imports TensorFlow or torch gets past its imports; the data
+    # part (OpenCV and h5py on 15 samples) took 0.9 s on a fast machine, so it may finish.
     r = run([sys.executable, str(CHECK), "--dry_run", "true", "--out", str(out),
              "--part_limit_s", "1", "--budget_s", "120"])
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     assert list(report["parts"]) == PART_NAMES
-    for part in report["parts"].values():
+    stopped = [name for name, part in report["parts"].items() if not part["ok"]]
+    assert stopped in (PART_NAMES, PART_NAMES[1:])
+    for name in stopped:
+        part = report["parts"][name]
         assert part["error"] == "stopped at its time limit of 1 s"
         assert part["exit_status"] is None and 1 <= part["seconds"] < 10
-    assert "with errors in: " + ", ".join(PART_NAMES) in r.stdout
+    assert "with errors in: " + ", ".join(stopped) in r.stdout
 
 
 @pytest.mark.parametrize("args, message", [

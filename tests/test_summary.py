@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import domains, evaluation, files, paths, runs
+from model import domains, evaluation, files, machine, paths, runs
 from model import ensemble as ens
 from model.report import uncertainty as report_unc
 from model.report import write_summary
@@ -300,6 +300,10 @@ def test_full_scene_classifier_training_and_figures(full):
     assert times["synthetic_coco"] == ["ran", "12.5"]
     assert times["masks"] == ["skipped", "0.0 (took 3.2 when it ran)"]
     assert times["**total**"] == ["1 ran, 1 skipped", "**12.5**"]
+    assert (f"Machine: {machine.describe_line()} (the skipped steps ran earlier, perhaps "
+            "elsewhere).") in text
+    assert json.loads((scene["out_dir"] / "summary.json").read_text())["machine"] == \
+        machine.describe_line()
     assert "Seed: **3**" in text and "domain classifier 7" in text
 
     for name in ("ap_table.png", "training_experts.png", "training_classifier.png",

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model import files, paths
+from model import files, machine, paths
 from model.domains import (BASE, DOMAIN_LABELS, EFFECT_NAMES, EVAL_MODELS, EXPERT_EFFECTS, MIXED,
                            TRAINED_MODELS)
 from model.errors import UserError
@@ -104,6 +104,7 @@ class Results:
     notes: list
     checks: list = field(default_factory=list)
     robustness: dict = None  # the severity sweep's robustness.json (model.report.robustness)
+    machine: str = None      # model.machine.describe_line() where the runner's steps ran
 
 
 # ------------------------------------------------------------------------------ files
@@ -370,4 +371,5 @@ def collect(coco_root, eval_dir, weights_dir, classifier_log_dir, domain_dir, ou
         timings=load_timings(timings, Path(out_dir) / "steps"),
         settings={k: (str(v) if isinstance(v, Path) else v)
                   for k, v in (settings or {}).items()}, notes=notes,
-        robustness=load_robustness(eval_dir, notes))
+        robustness=load_robustness(eval_dir, notes),
+        machine=machine.describe_line() if timings else None)

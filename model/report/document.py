@@ -85,7 +85,7 @@ def summary_json(results, figures):
                         if judged_model(q) else None for t, q in results.uncertainty.items()},
         "timings": [{"step": s.step, "seconds": s.seconds, "status": s.status,
                      "seconds_when_ran": s.seconds_when_ran} for s in timings],
-        "total_seconds": sum(s.seconds for s in timings),
+        "total_seconds": sum(s.seconds for s in timings), "machine": results.machine,
         "robustness": results.robustness,
         "settings": results.settings, "figures": [Path(f).name for f in figures],
         "notes": results.notes})

@@ -344,7 +344,11 @@ def section_timings(results):
     ran = sum(t.status == "ran" for t in timings)
     rows.append(["**total**", f"{ran} ran, {len(timings) - ran} skipped",
                  f"**{total:.1f}**"])
-    return lines + _table(["step", "status", "seconds"], rows)
+    # Times mean little without the machine: virtual machines of one CPU name differ by
+    # their host (BENCHMARKS.md, "The demo").
+    where = (f"Machine: {results.machine}" + (" (the skipped steps ran earlier, perhaps "
+                                              "elsewhere)." if ran < len(timings) else "."))
+    return lines + _table(["step", "status", "seconds"], rows) + ["", where]
 
 
 def section_settings(results):
