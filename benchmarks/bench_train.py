@@ -36,13 +36,14 @@ from model.trainer import LOSS_SCALED, float32_outputs
 PRECISIONS = ("float32", "float16", "bfloat16")
 
 
-def device_description():
+def device_description(cpu=None):
+    """The GPUs TensorFlow sees, or the CPU (model.machine.describe_line of `cpu`)."""
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
                  for g in gpus]
         return f"{len(gpus)} GPU: {', '.join(names)}"
-    return f"CPU: {describe_line()}"
+    return f"CPU: {describe_line(cpu)}"
 
 
 def random_batch(pcfg, batch_size, names, seed):
@@ -185,8 +186,9 @@ def main(argv=None):
                         "training/generate_hdf5_coco2014.py, or pass --pipeline false)")
     cfg = network.get_config(args.config)
     jit = {"both": [False, True], "true": [True], "false": [False]}[args.jit_compile]
+    cpu = describe()
     results = {"config": cfg.name, "input_size": cfg.input_size, "seed": args.seed,
-               "device": device_description(), "cpu": describe(), "model": {}}
+               "device": device_description(cpu), "cpu": cpu, "model": {}}
     batch_norm = get_recipe(cfg).batch_norm if args.batch_norm is None else args.batch_norm
     results["batch_norm"] = batch_norm
     print(f"device: {results['device']}; config {cfg.name} at {cfg.input_size} x "

@@ -345,10 +345,11 @@ def command_output(args, timeout=60):
 
 
 def system_info():
-    cpu = describe()
+    fields = lscpu_fields()
+    cpu = describe(fields)
     query = "name,driver_version,memory.total,clocks.max.sm,power.limit,pcie.link.gen.max"
     return {"cpu_model": cpu["cpu_model"], "cpu": describe_line(cpu),
-            "lscpu": {k: v for k, v in lscpu_fields().items() if k != "Flags"},
+            "lscpu": {k: v for k, v in fields.items() if k != "Flags"},
             "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "nvidia_smi": command_output(["nvidia-smi"]),
             "nvidia_smi_query": command_output(["nvidia-smi", f"--query-gpu={query}",

@@ -19,15 +19,22 @@ VECTOR_ISAS = (("AVX-512", ("avx512f", "avx512bw", "avx512vl")), ("AVX2", ("avx2
 
 
 def lscpu_fields(text=None):
-    """{field: value} of `lscpu`'s output (its text, or the command run now; {} without it)."""
-    if text is None:
+    """{field: value} of `lscpu`'s output: of its text, or of the command run now ({} without
+    it), with "CPU MHz" from /proc/cpuinfo where lscpu gives no clock (virtual machines)."""
+    live = text is None
+    if live:
         try:
             text = subprocess.run(["lscpu"], capture_output=True, text=True,
                                   timeout=10).stdout
         except (OSError, subprocess.SubprocessError):
             text = ""
-    return {k.strip(): v.strip() for k, v in
-            (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+    fields = {k.strip(): v.strip() for k, v in
+              (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+    if live and not (fields.get("CPU max MHz") or fields.get("CPU MHz")):
+        mhz = _cpuinfo_mhz()
+        if mhz:
+            fields["CPU MHz"] = mhz
+    return fields
 
 
 def vector_isa(flags):
@@ -49,19 +56,19 @@ def _cpuinfo_mhz():
         return None
 
 
-def describe(lscpu_text=None, environ=None):
-    """A dict of what lscpu and the environment say about the CPU (None where it says
-    nothing): cpu_model, cores, family_model (family/model/stepping), mhz, l3, hypervisor,
-    isa (VECTOR_ISAS) and onednn_max_cpu_isa (the switch as set, or None)."""
-    f = lscpu_fields(lscpu_text)
+def describe(fields=None, environ=None):
+    """A dict of what lscpu (its lscpu_fields, by default this machine's) and the environment
+    say about the CPU, None where they say nothing: cpu_model, cores, family_model
+    (family/model/stepping), mhz, l3, hypervisor, isa (VECTOR_ISAS) and onednn_max_cpu_isa
+    (the switch as set)."""
+    f = lscpu_fields() if fields is None else fields
     environ = os.environ if environ is None else environ
     numbers = [f.get(k) for k in ("CPU family", "Model", "Stepping")]
-    mhz = f.get("CPU max MHz") or f.get("CPU MHz") or (_cpuinfo_mhz() if lscpu_text is None
-                                                       else None)
+    mhz = _float(f.get("CPU max MHz") or f.get("CPU MHz"))
     return {"cpu_model": f.get("Model name") or platform.processor() or "unknown",
             "cores": _int(f.get("CPU(s)")) or os.cpu_count(),
             "family_model": "/".join(numbers) if all(numbers) else None,
-            "mhz": f"{float(mhz):.0f}" if _float(mhz) else None,
+            "mhz": f"{mhz:.0f}" if mhz else None,
             "l3": f.get("L3 cache"), "hypervisor": f.get("Hypervisor vendor"),
             "isa": vector_isa(f.get("Flags", "")),
             "onednn_max_cpu_isa": environ.get("ONEDNN_MAX_CPU_ISA") or None}

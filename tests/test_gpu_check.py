@@ -114,7 +114,7 @@ def test_a_part_past_its_time_limit_is_stopped_and_the_next_one_runs(tmp_path):
     report = json.loads(out.read_text())
     assert list(report["parts"]) == PART_NAMES
     stopped = [name for name, part in report["parts"].items() if not part["ok"]]
-    assert stopped in (PART_NAMES, PART_NAMES[1:])
+    assert [name for name in PART_NAMES if name not in stopped] in ([], ["data"])
     for name in stopped:
         part = report["parts"][name]
         assert part["error"] == "stopped at its time limit of 1 s"

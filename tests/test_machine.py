@@ -26,7 +26,7 @@ Flags:                    sse4_1 avx avx2 fma avx512f avx512bw avx512vl amx_bf16
 
 
 def test_an_avx2_cpu_is_described_with_the_fields_lscpu_gives():
-    d = machine.describe(EPYC, environ={})
+    d = machine.describe(machine.lscpu_fields(EPYC), environ={})
     assert d == {"cpu_model": "AMD EPYC 7B13", "cores": 2, "family_model": "25/1/0",
                  "mhz": None, "l3": "32 MiB (1 instance)", "hypervisor": "KVM",
                  "isa": "AVX2", "onednn_max_cpu_isa": None}
@@ -36,7 +36,8 @@ def test_an_avx2_cpu_is_described_with_the_fields_lscpu_gives():
 
 
 def test_the_onednn_switch_is_named_beside_what_the_cpu_has():
-    d = machine.describe(XEON, environ={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    d = machine.describe(machine.lscpu_fields(XEON),
+                         environ={"ONEDNN_MAX_CPU_ISA": "AVX2"})
     assert (d["isa"], d["mhz"], d["family_model"], d["l3"]) == ("AVX-512 + AMX", "2800",
                                                                   "6/143/8", None)
     assert machine.describe_line(d) == ("Intel(R) Xeon(R) Processor (family/model/stepping "
@@ -52,6 +53,6 @@ def test_vector_isa_needs_every_flag_of_a_level():
 
 
 def test_without_lscpu_the_line_still_names_a_cpu_and_its_cores():
-    d = machine.describe("", environ={})
+    d = machine.describe({}, environ={})
     assert d["cpu_model"] and d["isa"] == "unknown" and d["family_model"] is None
     assert machine.describe_line(d).endswith(", unknown; ONEDNN_MAX_CPU_ISA unset")
