@@ -20,7 +20,6 @@ everything). Results: <results>/summary.md and <results>/*.png.
 """
 import argparse
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from model import paths
 from model.cli import add_seed, main_guard, str2bool
 from model.experiment import Runner
 from model.launcher import Launcher
+from model.machine import usable_cpus
 from model.recipes import RECIPES, get_recipe, per_config
 from model.errors import UserError
 from model.steps import (check_flags, data_steps, evaluation_steps, num_eval_images,
@@ -41,7 +41,7 @@ log = logging.getLogger("run_experiment")
 SYNTHETIC_EVAL_IMAGES = 125
 # Steps run at once (model.experiment.Runner.run_groups): two fine-tunings, then two evaluation
 # sets at a time; on 2 cores at least.
-STEPS_AT_ONCE = max(1, min(2, os.cpu_count() or 1))
+STEPS_AT_ONCE = min(2, usable_cpus())
 
 
 def parse_args(argv=None):
@@ -182,7 +182,8 @@ def main(argv=None):
     text = write_summary(coco_root=a.coco_root, eval_dir=d["eval"],
                          weights_dir=d["weights"], classifier_log_dir=d["classifier_log"],
                          domain_dir=d["domain"], out_dir=d["results"],
-                         timings=runner.timings, settings=vars(a),
+                         timings=runner.timings, steal_percent=runner.steal_percent(),
+                         settings=vars(a),
                          num_images=num_eval_images(a.coco_root, paths.EVAL_BASE))
     print(text)
     log.info("experiment finished in %.1f s; summary: %s", time.time() - start,

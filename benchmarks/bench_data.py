@@ -29,7 +29,7 @@ from model.domains import EXPERT_EFFECTS, TRAINED_MODELS
 from model.errors import UserError
 from model.files import write_json
 from model.hdf5 import generate_hdf5
-from model.machine import describe, describe_line
+from model.machine import describe, describe_line, usable_cpus
 from model.masks import generate_masks
 from model.recipes import RECIPES
 from model.synthetic import generate_dataset
@@ -136,7 +136,7 @@ def parse_args(argv=None):
     cli.add_coco_root(parser)
     parser.add_argument("--measure", nargs="+", default=list(MEASUREMENTS),
                         choices=list(MEASUREMENTS), help="measurements (default: all)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(),
+    parser.add_argument("--workers", type=int, default=usable_cpus(),
                         help="worker processes for the parallel runs (default: %(default)s)")
     parser.add_argument("--synthetic_train", type=int, default=0,
                         help="generate a synthetic set with this many train2014 images into a "

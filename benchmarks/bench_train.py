@@ -11,7 +11,6 @@ The model step runs on random inputs of the crop size (its compute alone); the p
 needs --hdf5_dir/train_dataset_2014.h5. Results are printed and, with --out, written as JSON
 (with the seed and the device)."""
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from model.cli import add_seed, main_guard, str2bool
 from model.domains import EXPERT_EFFECTS, NORMAL
 from model.errors import UserError
 from model.files import write_json
-from model.machine import describe, describe_line
+from model.machine import cpu_times, describe, describe_line, steal_percent, usable_cpus
 from model.batchnorm import build_bn_training_model
 from model.optim import make_optimizer
 from model.pipeline import BatchStream, PoseBatches
@@ -165,7 +164,7 @@ def parse_args(argv=None):
                         help="also time the input pipeline (default: %(default)s)")
     parser.add_argument("--pipeline_batches", type=int, default=20,
                         help="batches timed in the pipeline (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=int, default=min(2, usable_cpus()),
                         help="pipeline threads (default: %(default)s)")
     parser.add_argument("--effect", default=NORMAL, choices=list(EXPERT_EFFECTS),
                         help="effect applied in the pipeline (default: '')")
@@ -194,15 +193,17 @@ def main(argv=None):
     print(f"device: {results['device']}; config {cfg.name} at {cfg.input_size} x "
           f"{cfg.input_size}, batch {args.batch_size}, batch norm {batch_norm}, seed {args.seed}")
     for precision, compiled in [(p, j) for p in dict.fromkeys(args.precisions) for j in jit]:
-        start = time.time()
+        start, ticks = time.time(), cpu_times()
         r = time_train_steps(cfg, args.batch_size, args.steps, args.warmup, precision,
                              compiled, args.seed, args.distribute, batch_norm)
+        # Steal: CPU time the hypervisor gave to other machines while this one computed.
+        r["steal_percent"] = steal_percent(ticks)
         key = result_key(precision, compiled)
         results["model"][key] = r
         print(f"model {key:18s}: {r['step_s'] * 1000:9.1f} ms/step, "
               f"{r['samples_per_s']:8.2f} samples/s ({r['replicas']} replica(s), median of "
               f"{r['steps']} steps; first step {r['first_step_s']:.1f} s; "
-              f"{time.time() - start:.0f} s)")
+              f"{time.time() - start:.0f} s; steal {_percent(r['steal_percent'])})")
     if args.pipeline:
         r = time_pipeline(hdf5, cfg, args.batch_size, args.pipeline_batches, args.workers,
                           args.effect, args.seed)
@@ -212,6 +213,10 @@ def main(argv=None):
     if args.out:
         write_json(args.out, results, indent=1)
         print(f"written {args.out}")
+
+
+def _percent(share):
+    return "n/a" if share is None else f"{share:.1f} %"
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))    # `model` without an installed package (the GPU
 from model.cli import add_seed, main_guard, str2bool  # noqa: E402
 from model.errors import UserError  # noqa: E402
 from model.files import ensure_writable_dir, write_json  # noqa: E402
-from model.machine import describe, describe_line, lscpu_fields  # noqa: E402
+from model.machine import describe, describe_line, lscpu_fields, usable_cpus  # noqa: E402
 
 FORMAT = 1
 # (name, environment, sees the GPU, time limit in s on a GPU machine)
@@ -58,7 +58,7 @@ def make_settings(dry_run, seed, work_dir):
     """Everything the parts read. On a GPU: the full model at its 368 px crop, batches 10 (the
     recipe's) and 32, 10 timed steps after 2 untimed ones; the fork's classifier recipe
     (ResNet-50, 112 px, batch 32). The dry run: a one-stage network at 64 px, tiny sizes."""
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     common = {"dry_run": bool(dry_run), "seed": int(seed), "cores": cores,
               "work_dir": str(work_dir), "pipeline_workers": sorted({1, cores}),
               "data_workers": 1 if dry_run else cores, "require_gpu": not dry_run}

@@ -5,13 +5,13 @@
 A rerun with the same arguments keeps a complete set as it is (see model/synthetic/dataset.py)."""
 import argparse
 import logging
-import os
 import time
 from pathlib import Path
 
 from model import synthetic
 from model.cli import add_coco_root, add_seed, ensure_writable_dir, main_guard, str2bool
 from model.errors import UserError
+from model.machine import usable_cpus
 
 log = logging.getLogger("make_synthetic_coco")
 
@@ -24,7 +24,7 @@ def parse_args(argv=None):
     parser.add_argument("--num_val", type=int, default=synthetic.DEFAULT_NUM_VAL,
                         help="val2014 images (default: %(default)s)")
     add_seed(parser)
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=int, default=min(2, usable_cpus()),
                         help="processes drawing images; the output does not depend on it "
                              "(default: %(default)s)")
     parser.add_argument("--preview", type=Path, default=None,

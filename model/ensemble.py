@@ -390,8 +390,13 @@ def fuse_set(data_type, coco_root, images, probs, settings, weights=None,
     todo = [im for im in images if int(im["id"]) not in reused]
     log.info("fuse: %d of %d images take the predictions of the one expert they weigh; "
              "%d to predict", len(reused), len(images), len(todo))
-    (models, load_seconds) = timed(lambda: [backends.load_model(backend, config, p)
-                                            for p, _ in chosen])
+    # Only the experts some image still needs are loaded (each load takes a second or more);
+    # predict_dataset never calls an expert no image weighs.
+    needed = [any(expert_weights[int(im["id"])][k] > 0 for im in todo)
+              for k in range(len(chosen))]
+    (models, load_seconds) = timed(lambda: [
+        backends.load_model(backend, config, p) if need else None
+        for (p, _), need in zip(chosen, needed)])
     records, pred = predict_set.predict_dataset(
         models, todo, image_dir(coco_root, data_type), settings,
         weights=expert_weights.__getitem__, progress=progress)
@@ -412,5 +417,7 @@ def fuse_set(data_type, coco_root, images, probs, settings, weights=None,
             "expert_runs": {EFFECT_NAMES[e]: int(u) for e, u in zip(EXPERT_EFFECTS, used)},
             "reused_images": {EFFECT_NAMES[e]: int(t) for e, t in zip(EXPERT_EFFECTS, taken)},
             "reused_seconds": round(reused_seconds, 3),
-            "skipped_images": skipped, "model_load_seconds": round(load_seconds, 2)}
+            "skipped_images": skipped, "model_load_seconds": round(load_seconds, 2),
+            "loaded_models": [EFFECT_NAMES[e] for e, need in zip(EXPERT_EFFECTS, needed)
+                              if need]}
     return records, pred["seconds"] + reused_seconds, info

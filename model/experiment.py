@@ -13,7 +13,6 @@ command changed, --force) is given its `redo` flags so that it does not keep sta
 marker says so until the redo completes."""
 import json
 import logging
-import os
 import shlex
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model import files
+from model import files, machine
 from model.errors import UserError
 from model.launcher import start_subprocess
 
@@ -83,6 +82,7 @@ class Runner:
         self.launcher = launcher        # model.launcher.Launcher, or None: subprocesses
         self.upstream = 0.0             # when the previous step finished
         self.timings = []               # (step name, seconds, "ran" | "skipped")
+        self.cpu_at_start = machine.cpu_times()
         self._print_lock = threading.Lock()
 
     def _marker(self, step):
@@ -161,6 +161,13 @@ class Runner:
         log.info("%s: done in %.1f s", prefix, seconds)
         return (step.name, seconds, "ran"), finished
 
+    def steal_percent(self):
+        """The share of the CPU time the hypervisor gave to other machines while this
+        runner's steps ran (model.machine.steal_percent), None when none ran."""
+        if not any(status == "ran" for _, _, status in self.timings):
+            return None
+        return machine.steal_percent(self.cpu_at_start)
+
     def run(self, step):
         row, self.upstream = self._run(step, len(self.timings) + 1, self.upstream)
         self.timings.append(row)
@@ -199,7 +206,7 @@ class Runner:
                         return upstream
                     number = numbers[i] + k
                     with lock:
-                        threads = max(1, (os.cpu_count() or 1) // min(processes, unfinished))
+                        threads = max(1, machine.usable_cpus() // min(processes, unfinished))
                     rows[number - first], upstream = self._run(
                         step, number, upstream, threads, self.marker_dir / f"{step.name}.log")
             except BaseException:

@@ -4,10 +4,11 @@ Every stage hands each job everything it needs (a seed, paths, annotations), so 
 does not depend on the process that computed it, nor on the number of workers.
 """
 import multiprocessing
-import os
 import signal
 
 from tqdm import tqdm
+
+from model.machine import usable_cpus
 
 
 def _ignore_interrupts():
@@ -23,7 +24,7 @@ def map_jobs(fn, jobs, workers=None, desc=None, ordered=True, chunksize=None, mi
     workers: processes (None: all cores), never more than there are jobs; fewer than
     `min_jobs` jobs, or one worker, run in this process, where a pool would cost more to
     start than it saves. chunksize: jobs per hand-over (None: about 8 per worker, 1 to 32)."""
-    workers = max(1, min(int(workers or os.cpu_count() or 1), len(jobs) or 1))
+    workers = max(1, min(int(workers or usable_cpus()), len(jobs) or 1))
     bar = dict(total=len(jobs), desc=desc, unit="img", mininterval=1.0, disable=not progress)
     if workers == 1 or len(jobs) < min_jobs:
         yield from tqdm(map(fn, jobs), **bar)

@@ -3,7 +3,6 @@
 In the package (not the script) so that run_experiment.py can check the flags it forwards to
 train_pose.py with the same parser, before anything runs. Free of TensorFlow."""
 import argparse
-import os
 from pathlib import Path
 
 from model import network, paths
@@ -11,6 +10,7 @@ from model.cli import add_seed, str2bool
 from model.augment import EFFECT_STAGES
 from model.domains import MIXED, NORMAL, TRAINED_MODELS
 from model.errors import UserError
+from model.machine import usable_cpus
 from model.recipes import per_config
 from model.schedules import SCHEDULES
 from model.train_config import (DISTRIBUTE, INITS, MIXED_PRECISION, TrainConfig,
@@ -69,7 +69,7 @@ def build_parser(description=None):
     parser.add_argument("--save_every", type=int, default=1000,
                         help="iterations between resumable states within an epoch; 0 = at "
                              "epoch ends only (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=int, default=min(2, usable_cpus()),
                         help="threads preparing batches ahead; 0 = in the training thread "
                              "(default: %(default)s)")
     parser.add_argument("--mixed_precision", type=precision, default=False,

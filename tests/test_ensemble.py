@@ -289,15 +289,28 @@ def test_fused_ensemble_takes_the_evaluation_of_an_image_that_weighs_one_expert(
                             skip_below=0.05, progress=False, expert_runs=run_dirs)
 
     monkeypatch.setattr(ens, "image_dir", lambda root, data_type: tmp_path)
-    monkeypatch.setattr(ens.backends, "load_model",    # the networks counted above
-                        lambda backend, config, path: small_experts[weights.index(Path(path))])
+    loaded = []
+
+    def load_model(backend, config, path):             # the networks counted above
+        loaded.append(weights.index(Path(path)))
+        return small_experts[loaded[-1]]
+
+    monkeypatch.setattr(ens.backends, "load_model", load_model)
     records, seconds, info = fuse()
     assert [runs[id(m)] for m in small_experts] == [2, 1, 0]   # normal: 2, 3; dark: 2
+    assert loaded == [0, 1] and info["loaded_models"] == ["normal", "dark"]  # no motion blur
     assert [r for r in records if r["image_id"] in (1, 4)] == marker[1]
     assert info["reused_images"] == {"normal": 0, "dark": 2, "motion_blur": 0}
     assert info["expert_runs"] == {"normal": 2, "dark": 3, "motion_blur": 0}
     assert info["network_runs"] == 3
     assert info["reused_seconds"] == 6.0 and seconds >= 6.0     # 3 s per image of that run
+    # Images 1 and 4 alone, both taken from the dark run: no network is loaded or run.
+    loaded.clear()
+    records, _, info = ens.fuse_set("x", tmp_path, [images[0], images[3]], probs,
+                                    ("small", settings), weights, skip_below=0.05,
+                                    progress=False, expert_runs=run_dirs)
+    assert loaded == [] and info["loaded_models"] == [] and info["network_runs"] == 0
+    assert records == marker[1]
     # Retrained dark weights (another modification time) are another run: nothing reused.
     os.utime(weights[1], ns=(1, 1))
     runs.update({id(m): 0 for m in small_experts})

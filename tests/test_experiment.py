@@ -147,6 +147,19 @@ def test_a_step_that_reruns_after_it_finished_gets_its_redo_flags(tmp_path):
                                                      ["", "--redo"]]
 
 
+def test_the_runner_measures_steal_only_over_steps_that_ran(tmp_path, monkeypatch):
+    ticks = iter([(10, 1000), (40, 1600)])          # (steal, busy) at start and at the end
+    monkeypatch.setattr("model.machine.cpu_times", lambda: next(ticks))
+    runner = Runner(tmp_path / "steps")
+    assert runner.steal_percent() is None            # nothing ran yet
+    runner.run(counting_step(tmp_path, "a"))
+    assert runner.steal_percent() == 5.0             # 30 of 600 busy ticks
+    ticks = iter([(0, 0)])
+    again = Runner(tmp_path / "steps")
+    again.run(counting_step(tmp_path, "a"))          # complete: skipped
+    assert again.timings[-1][2] == "skipped" and again.steal_percent() is None
+
+
 def test_the_runner_says_why_a_step_runs(tmp_path):
     a, b = counting_step(tmp_path, "a"), counting_step(tmp_path, "b")
     assert Runner(tmp_path / "steps").reason_to_run(a) == "not run before"
@@ -198,7 +211,7 @@ def test_groups_run_side_by_side_each_in_order(tmp_path, capsys):
     assert a1[1] <= a2[0]                                      # a group runs in order
     assert a1[0] < b1[1] and b1[0] < a1[1]                     # beside the other group
     printed = capsys.readouterr().out
-    threads = max(1, (os.cpu_count() or 1) // 2)
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
     assert all(f"output of {n} {threads}" in printed for n in ("a1", "a2", "b1"))
     # A rerun skips them all; a changed step reruns what follows it in its group only.
     again = Runner(tmp_path / "steps")
@@ -210,8 +223,9 @@ def test_groups_run_side_by_side_each_in_order(tmp_path, capsys):
 
 def test_the_last_group_left_takes_every_core(tmp_path, capsys, monkeypatch):
     """On 2 cores: one thread per step while two groups run, both for a step that starts
-    once its group is the only one left."""
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    once its group is the only one left: the cores this process may use (its affinity,
+    which taskset or a container's cpuset may make fewer than the machine's)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     groups = [[timed_step(tmp_path, "long1", 1.0), timed_step(tmp_path, "long2", 0.1)],
               [timed_step(tmp_path, "short", 0.1)]]
     Runner(tmp_path / "steps").run_groups(groups, processes=2)

@@ -1,9 +1,15 @@
 """The machine description printed beside every time (model.machine), from known lscpu texts."""
+import os
+
 from model import machine
 
-# lscpu of a 2-core AMD EPYC virtual machine with AVX2 and no AVX-512 (shortened).
+# lscpu of an AMD EPYC virtual machine with AVX2 and no AVX-512 whose 2 CPUs are the two
+# hardware threads of one core (shortened).
 EPYC = """Architecture:                       x86_64
 CPU(s):                             2
+Thread(s) per core:                 2
+Core(s) per socket:                 1
+Socket(s):                          1
 Vendor ID:                          AuthenticAMD
 Model name:                         AMD EPYC 7B13
 CPU family:                         25
@@ -16,6 +22,9 @@ Flags:                              fpu sse4_1 sse4_2 avx fma avx2 bmi2 sha_ni
 """
 # An Intel one with AVX-512 and AMX, whose lscpu gives a clock.
 XEON = """CPU(s):                   2
+Thread(s) per core:       1
+Core(s) per socket:       2
+Socket(s):                1
 Model name:               Intel(R) Xeon(R) Processor
 CPU family:               6
 Model:                    143
@@ -26,18 +35,19 @@ Flags:                    sse4_1 avx avx2 fma avx512f avx512bw avx512vl amx_bf16
 
 
 def test_an_avx2_cpu_is_described_with_the_fields_lscpu_gives():
-    d = machine.describe(machine.lscpu_fields(EPYC), environ={})
-    assert d == {"cpu_model": "AMD EPYC 7B13", "cores": 2, "family_model": "25/1/0",
-                 "mhz": None, "l3": "32 MiB (1 instance)", "hypervisor": "KVM",
-                 "isa": "AVX2", "onednn_max_cpu_isa": None}
+    d = machine.describe(machine.lscpu_fields(EPYC), environ={}, usable=2)
+    assert d == {"cpu_model": "AMD EPYC 7B13", "cpus": 2, "cores": 1, "threads_per_core": 2,
+                 "usable": 2, "family_model": "25/1/0", "mhz": None,
+                 "l3": "32 MiB (1 instance)", "hypervisor": "KVM", "isa": "AVX2",
+                 "onednn_max_cpu_isa": None}
     assert machine.describe_line(d) == ("AMD EPYC 7B13 (family/model/stepping 25/1/0, L3 32 "
-                                        "MiB (1 instance), KVM), 2 cores, AVX2; "
-                                        "ONEDNN_MAX_CPU_ISA unset")
+                                        "MiB (1 instance), KVM), 2 CPUs = 1 core x 2 "
+                                        "threads, AVX2; ONEDNN_MAX_CPU_ISA unset")
 
 
 def test_the_onednn_switch_is_named_beside_what_the_cpu_has():
     d = machine.describe(machine.lscpu_fields(XEON),
-                         environ={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+                         environ={"ONEDNN_MAX_CPU_ISA": "AVX2"}, usable=2)
     assert (d["isa"], d["mhz"], d["family_model"], d["l3"]) == ("AVX-512 + AMX", "2800",
                                                                   "6/143/8", None)
     assert machine.describe_line(d) == ("Intel(R) Xeon(R) Processor (family/model/stepping "
@@ -52,7 +62,40 @@ def test_vector_isa_needs_every_flag_of_a_level():
     assert machine.vector_isa("") == "unknown"
 
 
-def test_without_lscpu_the_line_still_names_a_cpu_and_its_cores():
-    d = machine.describe({}, environ={})
+def test_without_lscpu_the_line_still_names_a_cpu_and_its_cpus():
+    d = machine.describe({}, environ={}, usable=1)
     assert d["cpu_model"] and d["isa"] == "unknown" and d["family_model"] is None
+    assert d["cores"] is None and d["threads_per_core"] is None
     assert machine.describe_line(d).endswith(", unknown; ONEDNN_MAX_CPU_ISA unset")
+    assert f", {d['cpus']} CPUs" in machine.describe_line(d)
+
+
+def test_a_process_held_to_fewer_cpus_says_so():
+    d = machine.describe(machine.lscpu_fields(XEON), environ={}, usable=1)
+    assert ", 2 cores, 1 of them usable, AVX-512 + AMX;" in machine.describe_line(d)
+    assert machine.describe()["usable"] == len(os.sched_getaffinity(0))
+
+
+def test_steal_is_the_share_of_the_busy_cpu_time_between_two_readings(tmp_path):
+    stat = tmp_path / "stat"
+    #                 user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 0 20 870 5 0 1 4 30 0\ncpu0 50 0 10 435 2 0 1 2 15 0\n")
+    before = machine.cpu_times(stat)
+    assert before == (4, 125)           # idle, iowait and guest (inside user) are not added
+    stat.write_text("cpu  250 0 70 1600 5 0 1 54 30 0\n")
+    after = machine.cpu_times(stat)
+    assert after == (54, 375)
+    assert machine.steal_percent(before, after) == 20.0     # 50 of 250 busy ticks
+    assert machine.steal_percent(after, after) is None      # no work between them
+    assert machine.steal_percent(None, after) is None
+    assert machine.cpu_times(tmp_path / "missing") is None
+    stat.write_text("cpu  1 2 3\n")
+    assert machine.cpu_times(stat) is None
+
+
+def test_steal_of_this_machine_is_a_share():
+    before = machine.cpu_times()
+    assert before is not None and before[1] > 0
+    sum(i * i for i in range(200_000))
+    share = machine.steal_percent(before)
+    assert share is None or 0.0 <= share <= 100.0

@@ -195,7 +195,8 @@ def full(scene):
     files.write_json(scene["out_dir"] / "steps" / "masks.json", {"command": [], "seconds": 3.25})
     text = write_summary(scene["coco_root"], scene["eval_dir"], scene["weights_dir"],
                          scene["classifier_log_dir"], scene["domain_dir"],
-                         scene["out_dir"], timings, {"seed": 3, "config": "small"})
+                         scene["out_dir"], timings, {"seed": 3, "config": "small"},
+                         steal_percent=2.345)
     return scene, text
 
 
@@ -301,9 +302,9 @@ def test_full_scene_classifier_training_and_figures(full):
     assert times["masks"] == ["skipped", "0.0 (took 3.2 when it ran)"]
     assert times["**total**"] == ["1 ran, 1 skipped", "**12.5**"]
     assert (f"Machine: {machine.describe_line()} (the skipped steps ran earlier, perhaps "
-            "elsewhere).") in text
-    assert json.loads((scene["out_dir"] / "summary.json").read_text())["machine"] == \
-        machine.describe_line()
+            "elsewhere). While the steps ran, the hypervisor gave 2.3 % of the CPU time") in text
+    written = json.loads((scene["out_dir"] / "summary.json").read_text())
+    assert (written["machine"], written["steal_percent"]) == (machine.describe_line(), 2.345)
     assert "Seed: **3**" in text and "domain classifier 7" in text
 
     for name in ("ap_table.png", "training_experts.png", "training_classifier.png",

@@ -11,6 +11,7 @@ import argparse
 import os
 
 from model import cli, coco, hdf5, paths
+from model.machine import usable_cpus
 
 
 def parse_args(argv=None):
@@ -26,7 +27,7 @@ def parse_args(argv=None):
     parser.add_argument("--val_holdout", type=int, default=coco.VAL_HOLDOUT,
                         help="val2014 images held out as validation, capped at half of "
                              "val2014 (default: %(default)s, the reference's count)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(),
+    parser.add_argument("--workers", type=int, default=usable_cpus(),
                         help="worker processes reading and checking images "
                              "(default: all cores, %(default)s)")
     parser.add_argument("--overwrite", type=cli.str2bool, default=False,

@@ -8,9 +8,9 @@ of the image's size (a cheap header-and-trailer check); a truncated, empty, miss
 wrong-size file has its pair written again, counted in the summary. --overwrite rewrites
 every pair (after the annotations changed, existing masks are stale)."""
 import argparse
-import os
 
 from model import cli, coco, masks
+from model.machine import usable_cpus
 
 
 def parse_args(argv=None):
@@ -20,7 +20,7 @@ def parse_args(argv=None):
     parser.add_argument("--data_types", nargs="+", default=list(coco.SOURCES),
                         choices=coco.SOURCES,
                         help="annotation sets to process (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(),
+    parser.add_argument("--workers", type=int, default=usable_cpus(),
                         help="worker processes (default: all cores, %(default)s)")
     parser.add_argument("--overwrite", type=cli.str2bool, default=False,
                         help="rewrite masks that exist (default: %(default)s)")

@@ -105,6 +105,7 @@ class Results:
     checks: list = field(default_factory=list)
     robustness: dict = None  # the severity sweep's robustness.json (model.report.robustness)
     machine: str = None      # model.machine.describe_line() where the runner's steps ran
+    steal_percent: float = None  # the hypervisor's share of the CPU time while they ran
 
 
 # ------------------------------------------------------------------------------ files
@@ -350,7 +351,8 @@ def load_timings(timings, marker_dir):
 
 
 def collect(coco_root, eval_dir, weights_dir, classifier_log_dir, domain_dir, out_dir,
-            timings=None, settings=None, num_images=None, classifier_validation=None):
+            timings=None, settings=None, num_images=None, classifier_validation=None,
+            steal_percent=None):
     """Every input of the summary as Results (checks not yet computed)."""
     evaluation, notes = load_evaluation(eval_dir, num_images)
     uncertainty, sparsification = {}, {}
@@ -372,4 +374,4 @@ def collect(coco_root, eval_dir, weights_dir, classifier_log_dir, domain_dir, ou
         settings={k: (str(v) if isinstance(v, Path) else v)
                   for k, v in (settings or {}).items()}, notes=notes,
         robustness=load_robustness(eval_dir, notes),
-        machine=machine.describe_line() if timings else None)
+        machine=machine.describe_line() if timings else None, steal_percent=steal_percent)

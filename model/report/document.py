@@ -86,6 +86,7 @@ def summary_json(results, figures):
         "timings": [{"step": s.step, "seconds": s.seconds, "status": s.status,
                      "seconds_when_ran": s.seconds_when_ran} for s in timings],
         "total_seconds": sum(s.seconds for s in timings), "machine": results.machine,
+        "steal_percent": results.steal_percent,
         "robustness": results.robustness,
         "settings": results.settings, "figures": [Path(f).name for f in figures],
         "notes": results.notes})
@@ -94,13 +95,16 @@ def summary_json(results, figures):
 def write_summary(coco_root=paths.DEFAULT_COCO_ROOT, eval_dir=paths.EVAL_RESULTS_DIR,
                   weights_dir=paths.expert_weights_dir, classifier_log_dir=paths.DOMAIN_LOG_DIR,
                   domain_dir=paths.DOMAIN_RESULTS_DIR, out_dir=paths.RESULTS_DIR, timings=None,
-                  settings=None, num_images=None, classifier_validation=None, figures=True):
+                  settings=None, num_images=None, classifier_validation=None, figures=True,
+                  steal_percent=None):
     """Gather every stage's outputs, write <out_dir>/summary.md, summary.json and the figures
     (atomically); return the markdown text.
 
     weights_dir: a function effect -> the expert's output folder (model.paths.
     expert_weights_dir), or a folder holding weights<effect>/ for each expert.
     timings: model.experiment.Runner.timings, [(step, seconds, "ran" | "skipped")].
+    steal_percent: the hypervisor's share of the CPU time while they ran (Runner.
+    steal_percent).
     settings: the runner's flags (a dict; its "seed" is stated as the seed).
     num_images: N of the evaluation runs (default: found per test set).
     classifier_validation: validate.py's metrics.json or its folder (default: <out_dir>/
@@ -109,7 +113,8 @@ def write_summary(coco_root=paths.DEFAULT_COCO_ROOT, eval_dir=paths.EVAL_RESULTS
     out_dir = Path(out_dir)
     log.info("summary: reading the outputs of every stage")
     results = collect(coco_root, eval_dir, weights_dir, classifier_log_dir, domain_dir,
-                      out_dir, timings, settings, num_images, classifier_validation)
+                      out_dir, timings, settings, num_images, classifier_validation,
+                      steal_percent)
     results.checks = compute_checks(results)
     written = write_figures(results, out_dir, coco_root, eval_dir) if figures else []
     text = render_markdown(results, written)

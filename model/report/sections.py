@@ -348,6 +348,11 @@ def section_timings(results):
     # their host (BENCHMARKS.md, "The demo").
     where = (f"Machine: {results.machine}" + (" (the skipped steps ran earlier, perhaps "
                                               "elsewhere)." if ran < len(timings) else "."))
+    if results.steal_percent is not None:
+        # Steal: time the machine had work for but the hypervisor ran other machines.
+        where += (f" While the steps ran, the hypervisor gave {results.steal_percent:.1f} % of "
+                  "the CPU time this machine had work for to other machines on its host "
+                  "(steal, /proc/stat).")
     return lines + _table(["step", "status", "seconds"], rows) + ["", where]
 
 
