@@ -305,7 +305,7 @@ def part_classifier(s, work, rec):
     rec.info(torch=torch.__version__, cuda_build=torch.version.cuda,
              cudnn=torch.backends.cudnn.version() if cuda else None,
              cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
-             device=torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores)")
+             device=torch.cuda.get_device_name(0) if cuda else f"CPU ({usable_cpus()} usable)")
     rec.measure(f"{spec['arch']}_{spec['input_size']}px_batch_{spec['batch_size']}",
                 time_classifier_steps, seed=s["seed"], lr=FORK_CLASSIFIER.lr,
                 weight_decay=FORK_CLASSIFIER.weight_decay, **spec)
@@ -350,7 +350,8 @@ def system_info():
     query = "name,driver_version,memory.total,clocks.max.sm,power.limit,pcie.link.gen.max"
     return {"cpu_model": cpu["cpu_model"], "cpu": describe_line(cpu),
             "lscpu": {k: v for k, v in fields.items() if k != "Flags"},
-            "cores": os.cpu_count(), "platform": platform.platform(),
+            **{k: cpu[k] for k in ("cpus", "cores", "threads_per_core", "usable")},
+            "platform": platform.platform(),
             "python": platform.python_version(), "nvidia_smi": command_output(["nvidia-smi"]),
             "nvidia_smi_query": command_output(["nvidia-smi", f"--query-gpu={query}",
                                                 "--format=csv"])}

@@ -10,9 +10,9 @@ both.
 
 Two more things make one machine's time another's: how many of its "CPUs" are cores rather
 than hardware threads (the large clouds sell a vCPU as one hardware thread, so 2 vCPUs may
-be one core's two threads, which compute about as much as that one core), and how much of the time the
-hypervisor gave to other machines on the host while this one had work (steal, from
-/proc/stat), which steal_percent measures over a run.
+be one core's two threads, which compute about as much as that one core), and how much of
+the time the hypervisor gave to other machines on the host while this one had work (steal,
+from /proc/stat), which steal_percent measures over a run.
 """
 import os
 import platform
@@ -97,10 +97,10 @@ def describe_line(info=None):
     switch = (f"ONEDNN_MAX_CPU_ISA={d['onednn_max_cpu_isa']}" if d["onednn_max_cpu_isa"]
               else "ONEDNN_MAX_CPU_ISA unset")
     return (f"{d['cpu_model']}" + (f" ({details})" if details else "")
-            + f", {_cpu_count(d)}, {d['isa']}; {switch}")
+            + f", {_cpus_text(d)}, {d['isa']}; {switch}")
 
 
-def _cpu_count(d):
+def _cpus_text(d):
     """'2 cores'; '2 CPUs = 1 core x 2 threads' where the logical CPUs are hardware threads
     of fewer cores (two such threads share one core's vector units, so they compute about
     as much as one core); '2 CPUs' where lscpu does not say; with ', 1 of them usable' where

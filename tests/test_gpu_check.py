@@ -81,7 +81,8 @@ def test_dry_run_measures_every_part(tmp_path):
     (classifier,) = parts["classifier"]["results"].values()
     assert positive(classifier["images_per_s"]) and classifier["arch"] == "tiny"
     system = report["system"]
-    assert system["cpu_model"] and system["cores"] == os.cpu_count()
+    assert system["cpu_model"] and system["usable"] == len(os.sched_getaffinity(0))
+    assert system["cpus"] == os.cpu_count() and system["cpu"].startswith(system["cpu_model"])
     assert "output" in system["nvidia_smi"] or "error" in system["nvidia_smi"]
     assert report["versions"]["tf"]["keras"] and report["versions"]["torch"]["torch"]
     assert f"written {out}" in r.stdout
