@@ -29,7 +29,8 @@ from model.domains import EXPERT_EFFECTS, TRAINED_MODELS
 from model.errors import UserError
 from model.files import write_json
 from model.hdf5 import generate_hdf5
-from model.machine import describe, describe_line, usable_cpus
+from model.machine import (cpu_times, describe, describe_line, steal_percent, steal_text,
+                           usable_cpus)
 from model.masks import generate_masks
 from model.recipes import RECIPES
 from model.synthetic import generate_dataset
@@ -164,6 +165,7 @@ def main(argv=None):
     args = parse_args(argv)
     tmp = None
     coco_root = args.coco_root
+    ticks = cpu_times()
     try:
         if args.synthetic_train > 0:
             tmp = tempfile.mkdtemp(prefix="bench_data_")
@@ -183,12 +185,14 @@ def main(argv=None):
                         "configs": args.pipeline_configs} if name == "pipeline" else {})
             results["rows"] += [list(r) for r in MEASUREMENTS[name](coco_root, args.workers,
                                                                      **options)]
+        results["steal_percent"] = steal_percent(ticks)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{results['images']} images in {results['coco_root']}"
           f"{' (synthetic, seed %d)' % args.seed if args.synthetic_train > 0 else ''}, "
-          f"CPU: {describe_line(results['cpu'])}\n")
+          f"CPU: {describe_line(results['cpu'])}; steal while it ran: "
+          f"{steal_text(results['steal_percent'])}\n")
     print("| measurement | value | unit |\n|---|---:|---|")
     for metric, value, unit in results["rows"]:
         print(f"| {metric} | {value:,.2f} | {unit} |" if isinstance(value, float)

@@ -21,7 +21,7 @@ import numpy as np
 
 from model import cli, decode, files, inference, paths
 from model.errors import UserError
-from model.machine import describe_line
+from model.machine import cpu_times, describe_line, steal_percent, steal_text
 
 
 def load_literal():
@@ -141,9 +141,11 @@ def main():
     if args.repeats < 1:
         raise UserError("--repeats must be >= 1")
     cv2.setNumThreads(1)
+    ticks = cpu_times()
     rows, stages, resolution = run(args.repeats, args.seed, args.resolution)
     table = (format_table(rows, resolution, args.repeats, args.seed) + "\n"
-             + format_stages(stages, resolution))
+             + format_stages(stages, resolution)
+             + f"\nsteal while it ran: {steal_text(steal_percent(ticks))}\n")
     print(table)
     if args.out:
         files.write_text(args.out, table)

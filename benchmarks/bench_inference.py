@@ -36,7 +36,7 @@ from model import caffe, export, files, inference, network
 from model.cli import main_guard
 from model.errors import UserError
 from model.launcher import limit_threads
-from model.machine import describe_line
+from model.machine import cpu_times, describe_line, steal_percent, steal_text
 
 SIZES = {"368x368": (368, 368), "640x480": (480, 640)}
 
@@ -195,9 +195,11 @@ def main():
         limit_threads(args.threads)
     if args.new_sizes < 0:
         raise UserError(f"--new_sizes must be >= 0, got {args.new_sizes}")
+    ticks = cpu_times()
     results, threads = run(args.config, max(1, args.repeats), args.new_sizes)
     table = format_table(args.config, results, postprocess_ms(max(3, args.repeats)),
                          args.repeats, threads)
+    table += f"\nsteal while it ran: {steal_text(steal_percent(ticks))}\n"
     print(table)
     if args.out:
         files.write_text(args.out, table)

@@ -26,7 +26,7 @@ from model import batchnorm, network
 from model.cli import add_seed, main_guard, str2bool
 from model.errors import UserError
 from model.files import write_json
-from model.machine import describe, describe_line
+from model.machine import cpu_times, describe, describe_line, steal_percent, steal_text
 from model.recipes import get_recipe
 
 # Variants of a configuration timed as whole steps: (label, PoseConfig field changes).
@@ -169,6 +169,7 @@ def main(argv=None):
     print(f"CPU: {describe_line(cpu)}; "
           f"config {args.config}, batch {args.batch_size}, batch norm {batch_norm}, "
           f"seed {args.seed}\n")
+    ticks = cpu_times()
     results = {"cpu": cpu, "config": args.config,
                "batch_size": args.batch_size, "batch_norm": batch_norm, "seed": args.seed,
                "layers": profile_layers(args.config, args.batch_size, batch_norm,
@@ -178,6 +179,8 @@ def main(argv=None):
         print(f"\nwhole training steps (random inputs, median of {args.steps}):")
         results["variants"] = time_variants(args.config, args.batch_size, args.steps,
                                             args.seed, batch_norm)
+    results["steal_percent"] = steal_percent(ticks)
+    print(f"\nsteal while it ran: {steal_text(results['steal_percent'])}")
     if args.out:
         write_json(args.out, results, indent=1)
         print(f"written {args.out}")

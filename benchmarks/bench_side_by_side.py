@@ -21,7 +21,7 @@ from model.cli import main_guard
 from model.errors import UserError
 from model.experiment import Runner, Step
 from model.launcher import Launcher
-from model.machine import describe_line
+from model.machine import cpu_times, describe_line, steal_percent, steal_text
 from model.steps import SCRIPT
 
 EFFECTS = ("_dark", "_motion_blur")
@@ -75,9 +75,11 @@ def main(argv=None):
     launcher = Launcher()
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
+            ticks = cpu_times()
             sequential, side_by_side = time_both(args, launcher, Path(tmp) / str(repeat))
             print(f"repeat {repeat + 1}: one after another {sequential:.1f} s, two at a time "
-                  f"{side_by_side:.1f} s: {sequential / side_by_side:.2f}x", flush=True)
+                  f"{side_by_side:.1f} s: {sequential / side_by_side:.2f}x; steal "
+                  f"{steal_text(steal_percent(ticks))}", flush=True)
 
 
 if __name__ == "__main__":

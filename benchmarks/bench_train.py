@@ -23,7 +23,8 @@ from model.cli import add_seed, main_guard, str2bool
 from model.domains import EXPERT_EFFECTS, NORMAL
 from model.errors import UserError
 from model.files import write_json
-from model.machine import cpu_times, describe, describe_line, steal_percent, usable_cpus
+from model.machine import (cpu_times, describe, describe_line, steal_percent, steal_text,
+                           usable_cpus)
 from model.batchnorm import build_bn_training_model
 from model.optim import make_optimizer
 from model.pipeline import BatchStream, PoseBatches
@@ -203,7 +204,7 @@ def main(argv=None):
         print(f"model {key:18s}: {r['step_s'] * 1000:9.1f} ms/step, "
               f"{r['samples_per_s']:8.2f} samples/s ({r['replicas']} replica(s), median of "
               f"{r['steps']} steps; first step {r['first_step_s']:.1f} s; "
-              f"{time.time() - start:.0f} s; steal {_percent(r['steal_percent'])})")
+              f"{time.time() - start:.0f} s; steal {steal_text(r['steal_percent'])})")
     if args.pipeline:
         r = time_pipeline(hdf5, cfg, args.batch_size, args.pipeline_batches, args.workers,
                           args.effect, args.seed)
@@ -213,10 +214,6 @@ def main(argv=None):
     if args.out:
         write_json(args.out, results, indent=1)
         print(f"written {args.out}")
-
-
-def _percent(share):
-    return "n/a" if share is None else f"{share:.1f} %"
 
 
 if __name__ == "__main__":

@@ -153,6 +153,11 @@ def steal_percent(before, after=None):
     return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
 
 
+def steal_text(share):
+    """A steal_percent() share as printed beside a time: '0.1 %', or 'n/a' (not measured)."""
+    return "n/a" if share is None else f"{share:.1f} %"
+
+
 def _float(text):
     try:
         return float(text)

@@ -1,5 +1,6 @@
 """The machine description printed beside every time (model.machine), from known lscpu texts."""
 import os
+import time
 
 from model import machine
 
@@ -88,14 +89,21 @@ def test_steal_is_the_share_of_the_busy_cpu_time_between_two_readings(tmp_path):
     assert machine.steal_percent(before, after) == 20.0     # 50 of 250 busy ticks
     assert machine.steal_percent(after, after) is None      # no work between them
     assert machine.steal_percent(None, after) is None
+    assert machine.steal_text(machine.steal_percent(before, after)) == "20.0 %"
+    assert machine.steal_text(None) == "n/a"
     assert machine.cpu_times(tmp_path / "missing") is None
     stat.write_text("cpu  1 2 3\n")
     assert machine.cpu_times(stat) is None
 
 
-def test_steal_of_this_machine_is_a_share():
+def test_this_machines_busy_ticks_count_the_work_done_between_two_readings():
     before = machine.cpu_times()
-    assert before is not None and before[1] > 0
-    sum(i * i for i in range(200_000))
-    share = machine.steal_percent(before)
-    assert share is None or 0.0 <= share <= 100.0
+    assert before is not None
+    start = time.process_time()
+    while time.process_time() - start < 0.3:        # 0.3 s of this process's CPU time
+        sum(i * i for i in range(10_000))
+    after = machine.cpu_times()
+    # /proc/stat counts in USER_HZ = 100 ticks per second on every Linux architecture; the
+    # other processes of the machine can only add to them.
+    assert after[1] - before[1] >= 0.3 * 100 * 0.8
+    assert 0.0 <= machine.steal_percent(before, after) <= 100.0
