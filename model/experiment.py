@@ -180,8 +180,9 @@ class Runner:
     def run_groups(self, groups, processes=2):
         """Groups of steps that depend on nothing in one another: each group's steps in
         order, `processes` groups at a time, each step's output printed when it ends. A step
-        gets cpu_count / k threads, k = the groups at most `processes` not yet ended when it
-        starts (so the last group's later steps take every core). On 2 cores two of the small
+        gets usable / k threads (usable: the CPUs this process may run on, machine.
+        usable_cpus), k = the groups at most `processes` not yet ended when it starts (so the
+        last group's later steps take every core). On 2 cores two of the small
         network's evaluations or fine-tunings at once, one thread each, do 1.25-1.6x the
         work of one with two threads (its convolutions use a second thread for only about
         1.3x). After a step fails, no new group starts; the error comes when the running ones
